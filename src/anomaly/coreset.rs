@@ -1,0 +1,186 @@
+//! Greedy k-center coreset: the bank keeps the patches that best cover all
+//! enrolled patches, so a 10% bank scores almost like the full one.
+//!
+//! Selection runs on a seeded Gaussian random projection (default 128 dims).
+//! The textbook greedy updates every point's distance after each new center,
+//! O(N) per step; here each point keeps a stale upper bound in a max-heap and
+//! is brought up to date only when it reaches the top ("lazy greedy"). The
+//! choice is the same as the textbook's (the true farthest point every step),
+//! but most points, once close to some center, are never touched again.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    /// Squared distance to the nearest of the first `checked` centers.
+    bound: f32,
+    index: u32,
+    checked: u32,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Largest bound first; ties go to the lower index, for determinism.
+        self.bound.total_cmp(&o.bound).then(o.index.cmp(&self.index))
+    }
+}
+
+/// Seeded Gaussian projection of `rows x dim` data to `rows x proj_dim`
+/// (scaled by 1/sqrt(proj_dim)). With `proj_dim >= dim` the data is returned as is.
+pub fn random_projection(x: &[f32], dim: usize, proj_dim: usize, seed: u64) -> (Vec<f32>, usize) {
+    if proj_dim == 0 || proj_dim >= dim {
+        return (x.to_vec(), dim);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let scale = 1.0 / (proj_dim as f32).sqrt();
+    let p: Vec<f32> = (0..dim * proj_dim).map(|_| rng.sample::<f32, _>(StandardNormal) * scale).collect();
+    let rows = x.len() / dim;
+    let mut z = vec![0.0f32; rows * proj_dim];
+    // SAFETY: x is rows x dim, p is dim x proj_dim, z is rows x proj_dim, all row-major.
+    unsafe {
+        gemm::gemm(
+            rows,
+            proj_dim,
+            dim,
+            z.as_mut_ptr(),
+            1,
+            proj_dim as isize,
+            false,
+            x.as_ptr(),
+            1,
+            dim as isize,
+            p.as_ptr(),
+            1,
+            proj_dim as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    (z, proj_dim)
+}
+
+fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Picks `k` row indices of `x` (`rows x dim`) by greedy k-center on a random
+/// projection. `progress(done, k)` is called as centers are chosen.
+pub fn greedy_k_center(
+    x: &[f32],
+    dim: usize,
+    k: usize,
+    proj_dim: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<usize> {
+    let rows = x.len() / dim;
+    let k = k.min(rows);
+    if k == 0 {
+        return vec![];
+    }
+    let (z, pd) = random_projection(x, dim, proj_dim, seed);
+    let point = |i: usize| &z[i * pd..(i + 1) * pd];
+    let first = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15).random_range(0..rows);
+    let mut centers: Vec<usize> = vec![first];
+    let mut heap: BinaryHeap<Candidate> = (0..rows)
+        .filter(|&i| i != first)
+        .map(|i| Candidate { bound: sq_dist(point(i), point(first)), index: i as u32, checked: 1 })
+        .collect();
+    progress(1, k);
+    while centers.len() < k {
+        let Some(mut top) = heap.pop() else { break };
+        if (top.checked as usize) < centers.len() {
+            let p = point(top.index as usize);
+            for &c in &centers[top.checked as usize..] {
+                top.bound = top.bound.min(sq_dist(p, point(c)));
+            }
+            top.checked = centers.len() as u32;
+            heap.push(top);
+            continue;
+        }
+        // Up to date and still the largest: every other bound is an upper bound.
+        centers.push(top.index as usize);
+        if centers.len() % 256 == 0 || centers.len() == k {
+            progress(centers.len(), k);
+        }
+    }
+    centers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook O(N k) greedy, for comparison.
+    fn eager(z: &[f32], d: usize, k: usize, first: usize) -> Vec<usize> {
+        let n = z.len() / d;
+        let mut mind: Vec<f32> = (0..n).map(|i| sq_dist(&z[i * d..(i + 1) * d], &z[first * d..(first + 1) * d])).collect();
+        let mut out = vec![first];
+        while out.len() < k {
+            let j = (0..n).max_by(|&a, &b| mind[a].total_cmp(&mind[b]).then(b.cmp(&a))).unwrap();
+            out.push(j);
+            for i in 0..n {
+                mind[i] = mind[i].min(sq_dist(&z[i * d..(i + 1) * d], &z[j * d..(j + 1) * d]));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lazy_greedy_picks_what_the_textbook_greedy_picks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let d = 6;
+        let x: Vec<f32> = (0..2000 * d).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+        let got = greedy_k_center(&x, d, 150, 0, 11, &mut |_, _| {});
+        let want = eager(&x, d, 150, got[0]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn covers_isolated_clusters_first() {
+        // Three tight clusters far apart: the first three centers hit all three.
+        let mut x = vec![];
+        for c in [0.0f32, 100.0, -100.0] {
+            for i in 0..50 {
+                x.extend([c + (i as f32) * 0.01, c]);
+            }
+        }
+        let idx = greedy_k_center(&x, 2, 3, 0, 0, &mut |_, _| {});
+        let mut clusters: Vec<usize> = idx.iter().map(|i| i / 50).collect();
+        clusters.sort();
+        assert_eq!(clusters, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn projection_is_deterministic_and_keeps_distances_roughly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let d = 256;
+        let x: Vec<f32> = (0..40 * d).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+        let (z1, pd) = random_projection(&x, d, 128, 9);
+        let (z2, _) = random_projection(&x, d, 128, 9);
+        assert_eq!(z1, z2);
+        let orig = sq_dist(&x[0..d], &x[d..2 * d]);
+        let proj = sq_dist(&z1[0..pd], &z1[pd..2 * pd]);
+        assert!((proj / orig - 1.0).abs() < 0.35, "ratio {}", proj / orig);
+    }
+}

@@ -1,0 +1,14 @@
+//! lineguard: visual defect inspection for a production line.
+//!
+//! Data flow: frame -> preprocess -> encoder -> patch features -> nearest
+//! neighbour distance to a bank of known-good patches -> anomaly map ->
+//! verdict. The CLI in `main.rs` is a thin layer over these modules.
+
+pub mod anomaly;
+pub mod bank;
+pub mod config;
+pub mod engine;
+pub mod frame;
+pub mod fsutil;
+pub mod model;
+pub mod preprocess;
