@@ -2,7 +2,7 @@
 //! it came from. Image files become frames here.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,8 @@ pub struct Frame {
     /// Sequence number from the source, monotonic per run.
     pub seq: u64,
     pub captured_at: SystemTime,
+    /// When the frame entered this process (queue latency is measured from here).
+    pub arrived: Instant,
     /// Camera, file or generator that produced the frame.
     pub source: String,
 }
@@ -62,7 +64,7 @@ impl Frame {
         if data.len() != expected || width == 0 || height == 0 {
             return Err(FrameError::Size { source_name: source, seq, len: data.len(), width, height, format, expected });
         }
-        Ok(Frame { width, height, format, data, seq, captured_at: SystemTime::now(), source })
+        Ok(Frame { width, height, format, data, seq, captured_at: SystemTime::now(), arrived: Instant::now(), source })
     }
 
     /// Decodes an image file (PNG, JPEG) into an RGB8 or GREY8 frame.
