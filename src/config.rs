@@ -135,7 +135,7 @@ const fn default_false_reject_rate() -> f32 {
     0.0
 }
 const fn default_threshold_margin() -> f32 {
-    0.1
+    0.0
 }
 
 impl Default for EnrollConfig {
@@ -165,7 +165,7 @@ pub struct ScoringConfig {
 }
 
 const fn default_blur_sigma() -> f32 {
-    4.0
+    2.0
 }
 const fn default_min_region_area() -> usize {
     4

@@ -71,6 +71,14 @@ pub fn stage_percentiles(times: &[StageTimes]) -> BTreeMap<String, Percentiles> 
     out
 }
 
+/// One test image's outcome, for people who want to look closer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageScore {
+    pub path: PathBuf,
+    pub kind: String,
+    pub score: f32,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CategoryResult {
     pub image_auroc: Option<f64>,
@@ -81,6 +89,8 @@ pub struct CategoryResult {
     pub recall: f64,
     pub false_reject_rate: f64,
     pub threshold: f32,
+    /// How the threshold was calibrated (leave-one-image-out good scores).
+    pub calibration: crate::anomaly::Calibration,
     pub confusion: Confusion,
     pub per_kind: BTreeMap<String, KindResult>,
     pub train_images: usize,
@@ -88,6 +98,7 @@ pub struct CategoryResult {
     pub bank_rows: usize,
     pub enroll_seconds: f64,
     pub latency_ms: BTreeMap<String, Percentiles>,
+    pub images: Vec<ImageScore>,
     #[serde(skip)]
     pub roc: Vec<(f64, f64)>,
 }
@@ -247,6 +258,7 @@ fn evaluate_category(
         recall: confusion.recall(),
         false_reject_rate: confusion.false_reject_rate(),
         threshold,
+        calibration: bank.header.calibration.clone(),
         confusion,
         per_kind,
         train_images: cat.train.len(),
@@ -254,6 +266,7 @@ fn evaluate_category(
         bank_rows: bank.header.rows,
         enroll_seconds,
         latency_ms: stage_percentiles(&times),
+        images: cat.test.iter().zip(&scores).map(|(t, &score)| ImageScore { path: t.path.clone(), kind: t.kind.clone(), score }).collect(),
         roc: roc_curve(&scores, &defective).unwrap_or_default(),
     };
     if let Some(dir) = &opts.report_dir {
