@@ -35,6 +35,26 @@ pub struct Config {
     pub scoring: ScoringConfig,
     /// Products this station inspects, by name; `station.recipe` is active at start.
     pub recipes: BTreeMap<String, RecipeConfig>,
+    /// Where frames come from (`lineguard run`).
+    #[serde(default)]
+    pub capture: Option<crate::capture::CaptureConfig>,
+    #[serde(default)]
+    pub trigger: TriggerConfig,
+    /// The plant's MQTT broker (or the embedded one).
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    /// Runs an MQTT broker inside lineguard, for a box without one.
+    #[serde(default)]
+    pub broker: Option<BrokerConfig>,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// Keeps NG frames and their heatmaps on disk.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
     /// Directory of the configuration file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -197,6 +217,199 @@ pub struct RecipeConfig {
     pub threshold: Option<f32>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerMode {
+    /// Inspect frames as they come; when inference is busy the newest frame wins.
+    #[default]
+    FreeRun,
+    /// Inspect one frame per `cmd/trigger` message (captured after the trigger).
+    Mqtt,
+    /// Inspect the newest frame every `interval_ms`.
+    Interval,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    #[serde(default)]
+    pub mode: TriggerMode,
+    /// Period of `interval` mode.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// How long a trigger waits for a frame before it is answered with an error.
+    #[serde(default = "default_trigger_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+const fn default_interval_ms() -> u64 {
+    1000
+}
+const fn default_trigger_timeout_ms() -> u64 {
+    2000
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        TriggerConfig { mode: TriggerMode::FreeRun, interval_ms: default_interval_ms(), timeout_ms: default_trigger_timeout_ms() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Default `lineguard-{station}`; keep it stable and unique per station.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Topics are `{topic_prefix}/{station}/verdict`, `/status`, `/cmd/...`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Read the password from this file instead (keeps it out of the config).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// Verdicts published but not yet acknowledged, at most.
+    #[serde(default = "default_inflight")]
+    pub max_inflight: u16,
+    /// How often the retained status is refreshed.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_secs: u64,
+    /// When set, commands must carry `"token": "<this>"`; others are refused.
+    #[serde(default)]
+    pub command_token: Option<String>,
+}
+
+const fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_topic_prefix() -> String {
+    "lineguard".into()
+}
+const fn default_keep_alive() -> u64 {
+    10
+}
+const fn default_inflight() -> u16 {
+    16
+}
+const fn default_status_interval() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate (PEM) that signed the broker's certificate.
+    pub ca: PathBuf,
+    /// Client certificate and key (PEM), for brokers that require them.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address the embedded broker listens on.
+    #[serde(default = "default_broker_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+fn default_broker_listen() -> std::net::SocketAddr {
+    "127.0.0.1:1883".parse().expect("valid address")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Default `{daemon.state_dir}/outbox`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Disk budget for undelivered verdicts.
+    #[serde(default = "default_outbox_bytes")]
+    pub max_bytes: u64,
+    /// What to drop when the budget is used up: "drop_oldest" or "drop_newest".
+    #[serde(default)]
+    pub when_full: crate::publish::outbox::WhenFull,
+}
+
+const fn default_outbox_bytes() -> u64 {
+    256 << 20
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig { dir: None, max_bytes: default_outbox_bytes(), when_full: Default::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Default `{daemon.state_dir}/archive`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Disk budget; the oldest entries are deleted first.
+    #[serde(default = "default_archive_bytes")]
+    pub max_bytes: u64,
+}
+
+const fn default_archive_bytes() -> u64 {
+    2 << 30
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `/metrics` (Prometheus) and `/healthz`; absent to disable.
+    #[serde(default = "default_http_listen")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn default_http_listen() -> Option<std::net::SocketAddr> {
+    Some("127.0.0.1:9898".parse().expect("valid address"))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_http_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Outbox, archive and hot-folder state live here (systemd's StateDirectory).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// On SIGTERM, how long to wait for the broker to take what is still in the outbox.
+    #[serde(default = "default_flush_secs")]
+    pub shutdown_flush_secs: u64,
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/lineguard".into()
+}
+const fn default_flush_secs() -> u64 {
+    10
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { state_dir: default_state_dir(), shutdown_flush_secs: default_flush_secs() }
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -217,6 +430,19 @@ impl Config {
         cfg.model.path = resolve(&base, &cfg.model.path);
         for r in cfg.recipes.values_mut() {
             r.bank = resolve(&base, &r.bank);
+        }
+        cfg.daemon.state_dir = resolve(&base, &cfg.daemon.state_dir);
+        if let Some(m) = cfg.mqtt.as_mut() {
+            m.password_file = m.password_file.as_ref().map(|p| resolve(&base, p));
+            if let Some(t) = m.tls.as_mut() {
+                t.ca = resolve(&base, &t.ca);
+                t.client_cert = t.client_cert.as_ref().map(|p| resolve(&base, p));
+                t.client_key = t.client_key.as_ref().map(|p| resolve(&base, p));
+            }
+        }
+        cfg.outbox.dir = Some(resolve(&base, &cfg.outbox.dir.clone().unwrap_or_else(|| cfg.daemon.state_dir.join("outbox"))));
+        if let Some(a) = cfg.archive.as_mut() {
+            a.dir = Some(resolve(&base, &a.dir.clone().unwrap_or_else(|| cfg.daemon.state_dir.join("archive"))));
         }
         cfg.validate()?;
         Ok(cfg)
@@ -253,6 +479,31 @@ impl Config {
         }
         if !(0.0..=10.0).contains(&e.threshold_margin) {
             return Err(self.invalid("enroll.threshold_margin", format!("must be in [0, 10], got {}", e.threshold_margin)));
+        }
+        if let Some(m) = &self.mqtt {
+            if !name_ok(&m.topic_prefix.replace('/', "_")) {
+                return Err(self.invalid("mqtt.topic_prefix", "letters, digits, '-', '_' and '/' only (no wildcards)"));
+            }
+            if m.password.is_some() && m.password_file.is_some() {
+                return Err(self.invalid("mqtt.password_file", "set mqtt.password or mqtt.password_file, not both"));
+            }
+            if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
+                return Err(self.invalid("mqtt.username", "a password needs a username"));
+            }
+            if let Some(t) = &m.tls
+                && t.client_cert.is_some() != t.client_key.is_some()
+            {
+                return Err(self.invalid("mqtt.tls", "client_cert and client_key go together"));
+            }
+            if m.max_inflight == 0 || m.keep_alive_secs < 2 {
+                return Err(self.invalid("mqtt", "max_inflight must be at least 1 and keep_alive_secs at least 2"));
+            }
+        }
+        if self.trigger.interval_ms == 0 {
+            return Err(self.invalid("trigger.interval_ms", "must be at least 1"));
+        }
+        if self.outbox.max_bytes < 4096 {
+            return Err(self.invalid("outbox.max_bytes", format!("{} is too small (at least 4096)", self.outbox.max_bytes)));
         }
         let s = &self.scoring;
         if !(0.0..=64.0).contains(&s.blur_sigma) {

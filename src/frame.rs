@@ -41,6 +41,8 @@ pub struct Frame {
     pub arrived: Instant,
     /// Camera, file or generator that produced the frame.
     pub source: String,
+    /// The file the frame came from, when the source needs to know it was handled (hot folder).
+    pub origin: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,7 @@ impl Frame {
         if data.len() != expected || width == 0 || height == 0 {
             return Err(FrameError::Size { source_name: source, seq, len: data.len(), width, height, format, expected });
         }
-        Ok(Frame { width, height, format, data, seq, captured_at: SystemTime::now(), arrived: Instant::now(), source })
+        Ok(Frame { width, height, format, data, seq, captured_at: SystemTime::now(), arrived: Instant::now(), source, origin: None })
     }
 
     /// Decodes an image file (PNG, JPEG) into an RGB8 or GREY8 frame.

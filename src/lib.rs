@@ -5,8 +5,11 @@
 //! verdict. The CLI in `main.rs` is a thin layer over these modules.
 
 pub mod anomaly;
+pub mod archive;
 pub mod bank;
+pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod frame;
 pub mod fsutil;
@@ -17,5 +20,6 @@ pub mod enroll;
 pub mod eval;
 pub mod heatmap;
 pub mod progress;
+pub mod publish;
 pub mod station;
 pub mod verdict;

@@ -22,7 +22,7 @@ use lineguard::station::{self, Inspector, Overrides};
 #[command(name = "lineguard", version, about = "Visual defect inspection for a production line")]
 struct Cli {
     /// Log filter (error, warn, info, debug, trace or a tracing filter).
-    #[arg(long, global = true, default_value = "info", env = "LINEGUARD_LOG")]
+    #[arg(long, global = true, default_value = "info,rumqttd=warn", env = "LINEGUARD_LOG")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -41,6 +41,36 @@ enum Command {
     Eval(EvalArgs),
     /// Per-stage latency over many frames.
     Bench(BenchArgs),
+    /// Run the station: capture, inspect, publish verdicts (the service).
+    Run(RunArgs),
+    /// Write generated parts of the simulated line as PNG files (demo, enrollment).
+    Synth(SynthArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    station: Station,
+    /// Recipe to start with (default: station.recipe).
+    #[arg(long)]
+    recipe: Option<String>,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Folder to write into.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 50)]
+    count: u64,
+    /// Share of defective parts (0 for enrollment images).
+    #[arg(long, default_value_t = 0.0)]
+    defect_rate: f32,
+    #[arg(long, default_value_t = 256)]
+    size: u32,
+    /// Seed; use another one than the running line's to get unseen parts.
+    #[arg(long, default_value_t = 1000)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +206,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli.command) {
         Ok(code) => code,
@@ -209,6 +240,12 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Inspect(a) => inspect_command(a),
         Command::Eval(a) => eval_command(a),
         Command::Bench(a) => bench_command(a),
+        Command::Run(a) => {
+            let ov = Overrides { model: a.station.model.clone(), engine: a.station.engine, recipe: a.recipe.clone(), bank: None };
+            lineguard::daemon::run(&a.station.config, ov, None)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Synth(a) => synth_command(a),
     }
 }
 
@@ -360,5 +397,20 @@ fn bench_command(a: BenchArgs) -> Result<ExitCode> {
     } else {
         print!("{}", bench::table(&r));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn synth_command(a: SynthArgs) -> Result<ExitCode> {
+    use lineguard::capture::synthetic::generate;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
+    for i in 0..a.count {
+        let (rgb, defect) = generate(a.size, a.size, a.seed, i, a.defect_rate);
+        let img = image::RgbImage::from_raw(a.size, a.size, rgb).expect("generated size");
+        let name = format!("{i:05}-{}.png", defect.unwrap_or("ok"));
+        heatmap::save_png(&img, &a.out.join(name)).with_context(|| format!("{}: cannot write", a.out.display()))?;
+        *kinds.entry(defect.unwrap_or("ok")).or_default() += 1;
+    }
+    println!("wrote {} parts to {}: {kinds:?}", a.count, a.out.display());
     Ok(ExitCode::SUCCESS)
 }

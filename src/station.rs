@@ -62,9 +62,13 @@ pub struct Inspection {
 
 pub struct Inspector {
     engine: Box<dyn Engine>,
+    contract: Arc<Contract>,
     pub station: String,
     pub recipe: String,
     pub threshold: f32,
+    /// The bank's calibrated threshold (what a threshold override falls back to).
+    bank_threshold: f32,
+    threshold_override: Option<f32>,
     pub roi: Option<Rect>,
     scoring: ScoringConfig,
     expected_frame: Option<(u32, u32, PixelFormatName)>,
@@ -78,25 +82,65 @@ impl Inspector {
     /// does not belong to this model.
     pub fn open(cfg: &Config, ov: &Overrides) -> Result<Inspector, StationError> {
         let (contract, taps) = load_model(cfg, ov)?;
-        let (recipe_name, recipe) = cfg.recipe(ov.recipe.as_deref())?;
-        let bank_path = ov.bank.clone().unwrap_or_else(|| recipe.bank.clone());
-        let bank = Bank::load(&bank_path)?;
-        bank.check_compatible(&bank_path, &contract, &cfg.model.taps)?;
-        let mut engine = engine::create(engine_choice(cfg, ov), &engine_spec(cfg, contract.clone(), taps))?;
-        tracing::info!(engine = %engine.description(), model = %contract.path.display(), bank = %bank_path.display(), "station ready");
-        engine.set_bank(&bank.data, bank.header.dim)?;
-        Ok(Inspector {
+        let engine = engine::create(engine_choice(cfg, ov), &engine_spec(cfg, contract.clone(), taps))?;
+        let mut insp = Inspector {
             engine,
+            model_id: contract.id().to_owned(),
+            contract,
             station: cfg.station.name.clone(),
-            recipe: recipe_name.to_owned(),
-            threshold: recipe.threshold.unwrap_or(bank.header.threshold),
-            roi: recipe.roi.or(bank.header.roi),
+            recipe: String::new(),
+            threshold: 0.0,
+            bank_threshold: 0.0,
+            threshold_override: None,
+            roi: None,
             scoring: cfg.scoring.clone(),
             expected_frame: cfg.frame.as_ref().map(|f| (f.width, f.height, f.pixel_format)),
-            model_id: contract.id().to_owned(),
-            bank_id: bank.id().to_owned(),
+            bank_id: String::new(),
             run_id: run_id(),
-        })
+        };
+        insp.select_recipe(cfg, ov.recipe.as_deref(), ov.bank.as_deref())?;
+        tracing::info!(engine = %insp.engine.description(), model = %insp.contract.path.display(), recipe = %insp.recipe, "station ready");
+        Ok(insp)
+    }
+
+    /// Loads a recipe's bank (or `bank`) into the engine; on error nothing changes.
+    pub fn select_recipe(&mut self, cfg: &Config, name: Option<&str>, bank: Option<&std::path::Path>) -> Result<(), StationError> {
+        let (recipe_name, recipe) = cfg.recipe(name)?;
+        let bank_path = bank.map(Into::into).unwrap_or_else(|| recipe.bank.clone());
+        let b = Bank::load(&bank_path)?;
+        b.check_compatible(&bank_path, &self.contract, &cfg.model.taps)?;
+        self.engine.set_bank(&b.data, b.header.dim)?;
+        self.recipe = recipe_name.to_owned();
+        self.bank_threshold = recipe.threshold.unwrap_or(b.header.threshold);
+        self.threshold_override = None;
+        self.threshold = self.bank_threshold;
+        self.roi = recipe.roi.or(b.header.roi);
+        self.bank_id = b.id().to_owned();
+        self.scoring = cfg.scoring.clone();
+        self.expected_frame = cfg.frame.as_ref().map(|f| (f.width, f.height, f.pixel_format));
+        Ok(())
+    }
+
+    /// Overrides the threshold until the next recipe switch; `None` goes back to the recipe's.
+    pub fn set_threshold(&mut self, t: Option<f32>) {
+        self.threshold_override = t;
+        self.threshold = t.unwrap_or(self.bank_threshold);
+    }
+
+    pub fn contract(&self) -> &Arc<Contract> {
+        &self.contract
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn bank_id(&self) -> &str {
+        &self.bank_id
+    }
+
+    pub fn engine_mut(&mut self) -> &mut dyn Engine {
+        self.engine.as_mut()
     }
 
     pub fn engine(&self) -> &dyn Engine {
