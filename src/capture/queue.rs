@@ -103,10 +103,8 @@ impl FrameQueue {
         self.changed.notify_all();
     }
 
-    /// Closed with nothing left to pop.
-    pub fn is_closed_and_empty(&self) -> bool {
-        let g = self.inner.lock().expect("queue lock");
-        g.closed && g.frames.is_empty()
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().expect("queue lock").closed
     }
 
     pub fn is_lossless(&self) -> bool {

@@ -181,7 +181,8 @@ impl InferenceLoop {
                 }
                 TriggerMode::Mqtt => {
                     let Some(t) = self.triggers.front() else {
-                        if self.queue.is_closed_and_empty() {
+                        // Stopping with no trigger pending: queued frames were never asked for.
+                        if self.queue.is_closed() {
                             return;
                         }
                         std::thread::sleep(Duration::from_millis(5));

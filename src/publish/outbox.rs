@@ -408,11 +408,12 @@ mod tests {
         ob.append("a", b"three").unwrap();
         ob.append("a", b"four").unwrap();
         drop(ob);
-        // Damage "three" (now in the middle): it is skipped, "four" survives.
-        let mut bytes = std::fs::read(&seg).unwrap();
-        let first_len = 8 + u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
-        bytes[first_len + 20] ^= 1;
-        std::fs::write(&seg, &bytes).unwrap();
+        // After a reopen appends go to a new segment (first seq 2): damage its
+        // first record, "three"; it is skipped and "four" after it survives.
+        let seg2 = d.path().join(segment_name(2));
+        let mut bytes = std::fs::read(&seg2).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&seg2, &bytes).unwrap();
         let ob = open(d.path(), 1 << 20, WhenFull::DropOldest);
         assert_eq!(ob.pending().map(|r| r.payload.clone()).collect::<Vec<_>>(), vec![b"one".to_vec(), b"four".to_vec()]);
         assert_eq!(ob.corrupt_skipped, 1);

@@ -3,6 +3,8 @@
 //! with a message that says what to run; nothing is skipped.
 #![allow(dead_code)]
 
+pub mod station;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
