@@ -23,3 +23,4 @@ pub mod progress;
 pub mod publish;
 pub mod station;
 pub mod verdict;
+pub mod watch;

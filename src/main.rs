@@ -45,6 +45,25 @@ enum Command {
     Run(RunArgs),
     /// Write generated parts of the simulated line as PNG files (demo, enrollment).
     Synth(SynthArgs),
+    /// Follow a station's verdicts and status on the MQTT broker, one line each.
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Station name (topics are PREFIX/STATION/...).
+    #[arg(long)]
+    station: String,
+    #[arg(long, default_value = "lineguard")]
+    prefix: String,
+    /// Stop after this many seconds (default: until interrupted).
+    #[arg(long)]
+    seconds: Option<u64>,
 }
 
 #[derive(Args)]
@@ -246,6 +265,12 @@ fn run(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Synth(a) => synth_command(a),
+        Command::Watch(a) => {
+            let w = lineguard::watch::Watch { host: a.host, port: a.port, station: a.station, prefix: a.prefix };
+            let summary = w.run(a.seconds.map(std::time::Duration::from_secs), &mut std::io::stdout())?;
+            eprintln!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
