@@ -26,12 +26,6 @@ fn enrolled_station(extra: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, cfg)
 }
 
-fn verdict_validator() -> jsonschema::Validator {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/schemas/verdict.v1.schema.json");
-    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).unwrap()
-}
-
 #[test]
 fn enroll_then_inspect_gives_schema_valid_verdicts_and_heatmaps() {
     let (dir, cfg) = enrolled_station("");
@@ -40,13 +34,12 @@ fn enroll_then_inspect_gives_schema_valid_verdicts_and_heatmaps() {
     let heat = dir.path().join("heat");
     let out = inspect(&cfg, &heat, &images);
     assert_success(&out, "inspect");
-    let validator = verdict_validator();
+    let validator = schema("verdict");
     let verdicts: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(verdicts.len(), 3);
     for v in &verdicts {
-        let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{e} at {}", e.instance_path())).collect();
-        assert!(errors.is_empty(), "verdict does not match the schema: {errors:?}\n{v}");
+        assert_valid(&validator, v, "verdict");
     }
     assert_eq!(verdicts[0]["verdict"], "OK", "a good part: {}", verdicts[0]);
     let hole = &verdicts[1];

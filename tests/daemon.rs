@@ -179,7 +179,7 @@ fn commands_are_validated_authorized_and_answered() {
     let cfg = daemon_config(
         dir.path(),
         "kind = \"synthetic\"\nfps = 5",
-        &mqtt_table(broker.port, "command_token = \"s3cret\""),
+        &format!("{}[recipes.fresh]\nbank = \"fresh.bank\"\n", mqtt_table(broker.port, "command_token = \"s3cret\"")),
     );
     let daemon = Daemon::start(&cfg);
     let ops = Mqtt::connect(broker.port, "test-ops", &["lineguard/line-1/cmd/reply", "lineguard/line-1/status", "lineguard/line-1/verdict"], None);
@@ -210,7 +210,27 @@ fn commands_are_validated_authorized_and_answered() {
     assert!(ops.wait_for("/verdict", T, |v| v["threshold"] == 123.5 && v["verdict"] == "OK").is_some());
     let r = reply("trigger", r#"{"token":"s3cret"}"#);
     assert!(r["error"].as_str().unwrap().contains("trigger.mode"), "{r}");
+    // Enrollment over MQTT: collect 4 frames, build the bank, switch to it.
+    let r = reply("enroll", r#"{"id":"e1","token":"s3cret","action":"start","recipe":"fresh","frames":4}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let done = ops.next("/cmd/reply", T).expect("enrollment result");
+    assert_eq!((done["ok"].as_bool(), done["detail"]["images"].as_u64()), (Some(true), Some(4)), "{done}");
+    assert!(dir.path().join("fresh.bank").is_file());
+    let r = reply("recipe", r#"{"token":"s3cret","recipe":"fresh"}"#);
+    assert_eq!(r["detail"]["bank_id"], done["detail"]["bank_id"], "{r}");
     assert!(daemon.stop().success());
+    // Everything the station said matches its schemas.
+    let (status, reply_schema, verdict) = (schema("status"), schema("reply"), schema("verdict"));
+    let seen = ops.seen.lock().unwrap().clone();
+    for (topic, payload) in &seen {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        match topic.rsplit('/').next().unwrap() {
+            "status" => assert_valid(&status, &v, topic),
+            "reply" => assert_valid(&reply_schema, &v, topic),
+            "verdict" => assert_valid(&verdict, &v, topic),
+            _ => panic!("unexpected topic {topic}"),
+        }
+    }
     // The clean stop leaves a retained offline status.
     let late = Mqtt::connect(broker.port, "test-late", &["lineguard/line-1/status"], None);
     let s = late.next("/status", T).unwrap();

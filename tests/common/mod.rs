@@ -137,3 +137,16 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp"))
         .collect()
 }
+
+/// A validator for `firmware-config/schemas/NAME.v1.schema.json`.
+pub fn schema(name: &str) -> jsonschema::Validator {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("firmware-config/schemas/{name}.v1.schema.json"));
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Panics with every schema violation of `value`.
+pub fn assert_valid(validator: &jsonschema::Validator, value: &serde_json::Value, what: &str) {
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{what} does not match its schema: {errors:?}\n{value}");
+}
