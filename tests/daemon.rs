@@ -79,22 +79,27 @@ fn sigkilled_daemon_delivers_its_outbox_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker_port = free_port(); // nothing listens yet
     let table = mqtt_table(broker_port, "");
-    let cfg = daemon_config(dir.path(), "kind = \"synthetic\"\nfps = 20\nframes = 12\ndefect_rate = 0.5", &table);
+    let cfg = daemon_config(dir.path(), "kind = \"synthetic\"\nfps = 5\nframes = 12\ndefect_rate = 0.5", &table);
     let daemon = Daemon::start(&cfg);
     let http = http_port(&cfg);
-    // Wait until all 12 verdicts sit in the outbox, then kill -9.
+    // Wait until all 12 frames are accounted for (stored, or dropped if a
+    // loaded machine made inference miss one), then kill -9.
+    let metric = |m: &str, name: &str| -> u64 {
+        m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+    };
     let deadline = std::time::Instant::now() + T;
-    loop {
-        let enqueued = wait_for_port(http, Duration::from_millis(100))
-            .then(|| http_get(http, "/metrics").1)
-            .and_then(|m| m.lines().find(|l| l.starts_with("lineguard_outbox_enqueued_total ")).map(str::to_owned))
-            .and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()));
-        if enqueued == Some(12) {
-            break;
+    let stored = loop {
+        if wait_for_port(http, Duration::from_millis(100)) {
+            let m = http_get(http, "/metrics").1;
+            let (enqueued, dropped) = (metric(&m, "lineguard_outbox_enqueued_total "), metric(&m, "lineguard_frames_dropped_total{reason=\"busy\"} "));
+            if enqueued + dropped == 12 && metric(&m, "lineguard_frames_captured_total ") == 12 {
+                break enqueued;
+            }
         }
-        assert!(std::time::Instant::now() < deadline, "outbox never reached 12:\n{}", daemon.log_text());
+        assert!(std::time::Instant::now() < deadline, "outbox never settled:\n{}", daemon.log_text());
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    assert!(stored >= 6, "most frames stored ({stored})");
     daemon.kill9();
 
     // The broker appears; the restarted daemon makes no new frames (frames = 0).
@@ -104,14 +109,14 @@ fn sigkilled_daemon_delivers_its_outbox_after_restart() {
     std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("frames = 12", "frames = 0")).unwrap();
     let daemon = Daemon::start(&cfg);
     let mut got = Vec::new();
-    while got.len() < 12 {
+    while (got.len() as u64) < stored {
         match sub.next("/verdict", T) {
             Some(v) => got.push(v),
-            None => panic!("only {} of 12 verdicts after restart:\n{}", got.len(), daemon.log_text()),
+            None => panic!("only {} of {stored} verdicts after restart:\n{}", got.len(), daemon.log_text()),
         }
     }
     let seqs: Vec<u64> = got.iter().map(|v| v["frame"]["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (0..12).collect::<Vec<_>>(), "the first run's verdicts, in order");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]) && seqs.iter().all(|&s| s < 12), "the first run's verdicts, in order: {seqs:?}");
     assert!(sub.next("/verdict", Duration::from_secs(2)).is_none(), "nothing more than what was stored");
     assert!(daemon.stop().success());
 }

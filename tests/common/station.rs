@@ -13,9 +13,18 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transpo
 
 use super::*;
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never the same twice in this process
+/// (tests run in parallel and bind their ports later).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut g = GIVEN.lock().unwrap();
+        if !g.contains(&p) {
+            g.push(p);
+            return p;
+        }
+    }
 }
 
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
