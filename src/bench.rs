@@ -45,9 +45,22 @@ pub struct BenchReport {
     pub stages_ms: BTreeMap<String, Percentiles>,
     /// Frames per second at batch 1, from the wall time of the timed loop.
     pub fps_batch1: f64,
+    /// Frames per second with `batch` frames per call (`Engine::score_batch`),
+    /// over at least `frames` frames each.
+    pub batched: Vec<BatchThroughput>,
     /// Nearest-neighbour median over encoder median.
     pub knn_to_encoder_ratio: f64,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchThroughput {
+    pub batch: usize,
+    pub frames: usize,
+    pub fps: f64,
+}
+
+/// Batch sizes whose throughput `bench` measures besides batch 1.
+pub const BATCH_SIZES: [usize; 2] = [8, 32];
 
 /// Enrolls from `images` and times scoring of `frames` (cycled).
 pub fn bench(
@@ -84,6 +97,26 @@ pub fn bench(
     }
     let wall = t.elapsed().as_secs_f64();
     bar.finish();
+    let mut batched = Vec::new();
+    for batch in BATCH_SIZES {
+        let rounds = opts.frames.div_ceil(batch);
+        let bar = progress.bar(&format!("bench batch {batch}"), (rounds * batch) as u64);
+        let make = |r: usize| -> Vec<Frame> { (0..batch).map(|i| frames[(r * batch + i) % frames.len()].clone()).collect() };
+        let score = |engine: &mut dyn Engine, b: &[Frame]| {
+            engine.score_batch(b, params.roi).map_err(|source| EvalError::Engine { path: PathBuf::from(&b[0].source), source })
+        };
+        score(engine, &make(0))?; // warm-up: sizes the batch buffers
+        let mut elapsed = 0.0;
+        for r in 0..rounds {
+            let b = make(r);
+            let t = Instant::now();
+            score(engine, &b)?;
+            elapsed += t.elapsed().as_secs_f64();
+            bar.inc(batch as u64);
+        }
+        bar.finish();
+        batched.push(BatchThroughput { batch, frames: rounds * batch, fps: (rounds * batch) as f64 / elapsed });
+    }
     let stages_ms = stage_percentiles(&times);
     let input = &contract.meta.input;
     Ok(BenchReport {
@@ -95,6 +128,7 @@ pub fn bench(
         bank_rows: rows,
         dim,
         fps_batch1: opts.frames as f64 / wall,
+        batched,
         knn_to_encoder_ratio: stages_ms["nearest_neighbour"].median / stages_ms["encoder"].median,
         stages_ms,
     })
@@ -110,9 +144,10 @@ pub fn table(r: &BenchReport) -> String {
         let p = r.stages_ms[*name];
         s += &format!("{:<18} {:>10.2} {:>10.2}\n", name, p.median, p.p99);
     }
-    s += &format!(
-        "throughput at batch 1: {:.1} frames/s; nearest neighbour / encoder = {:.2}\n",
-        r.fps_batch1, r.knn_to_encoder_ratio
-    );
+    s += &format!("throughput at batch 1: {:.1} frames/s", r.fps_batch1);
+    for b in &r.batched {
+        s += &format!(", batch {}: {:.1}", b.batch, b.fps);
+    }
+    s += &format!("\nnearest neighbour / encoder = {:.2}\n", r.knn_to_encoder_ratio);
     s
 }

@@ -47,6 +47,12 @@ enum Command {
     Synth(SynthArgs),
     /// Follow a station's verdicts and status on the MQTT broker, one line each.
     Watch(WatchArgs),
+    /// List the GPU adapters the GPU engine can use.
+    Devices {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -265,6 +271,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Synth(a) => synth_command(a),
+        Command::Devices { json } => devices_command(json),
         Command::Watch(a) => {
             let w = lineguard::watch::Watch { host: a.host, port: a.port, station: a.station, prefix: a.prefix };
             let summary = w.run(a.seconds.map(std::time::Duration::from_secs), &mut std::io::stdout())?;
@@ -438,4 +445,36 @@ fn synth_command(a: SynthArgs) -> Result<ExitCode> {
     }
     println!("wrote {} parts to {}: {kinds:?}", a.count, a.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "gpu")]
+fn devices_command(json: bool) -> Result<ExitCode> {
+    let adapters = lineguard::engine::gpu::context::list_adapters();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&adapters)?);
+    } else if adapters.is_empty() {
+        println!("no adapters: install a Vulkan driver (without a GPU: Debian's mesa-vulkan-drivers libvulkan1)");
+    } else {
+        for a in &adapters {
+            println!(
+                "{} [{}{}] {} driver {}: max storage binding {} MiB, workgroup memory {} KiB, {} invocations/workgroup, timestamps {}, shader-f16 {}",
+                a.name,
+                a.device_type,
+                if a.hardware { "" } else { ", not a hardware GPU: `engine = \"auto\"` will not pick it" },
+                a.backend,
+                a.driver,
+                a.max_storage_buffer_binding_size >> 20,
+                a.max_compute_workgroup_storage_size >> 10,
+                a.max_compute_invocations_per_workgroup,
+                a.timestamp_queries,
+                a.shader_f16
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn devices_command(_json: bool) -> Result<ExitCode> {
+    bail!("this build has no GPU engine (feature `gpu`)")
 }

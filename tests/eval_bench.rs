@@ -69,6 +69,11 @@ fn bench_reports_every_stage_over_100_frames() {
         assert!(med > 0.0 && p99 >= med, "{stage}: {s}");
     }
     assert!(r["fps_batch1"].as_f64().unwrap() > 0.0);
+    let batched = r["batched"].as_array().unwrap();
+    assert_eq!(batched.iter().map(|b| b["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [8, 32]);
+    for b in batched {
+        assert!(b["frames"].as_u64().unwrap() >= 100 && b["fps"].as_f64().unwrap() > 0.0, "{b}");
+    }
 
     let out = lineguard_cmd(&["bench", "--engine", "cpu", "--frames", "10", "--config"])
         .arg(&cfg)

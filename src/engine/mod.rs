@@ -3,6 +3,8 @@
 //! reference; every other engine is tested against it.
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,15 +114,34 @@ pub trait Engine: Send {
 
     /// The whole per-frame path.
     fn score(&mut self, frame: &Frame, roi: Option<Rect>) -> Result<Scored, EngineError>;
+
+    /// Several frames at once (throughput; stage times are not kept). The
+    /// GPU engine records them into one submission; others score in turn.
+    fn score_batch(&mut self, frames: &[Frame], roi: Option<Rect>) -> Result<Vec<Scored>, EngineError> {
+        frames.iter().map(|f| self.score(f, roi)).collect()
+    }
 }
 
-/// Builds the engine the configuration asks for. `auto` takes a hardware GPU
-/// when the build has the GPU engine and one is present, else the CPU.
+/// Builds the engine the configuration asks for. `gpu` takes the best
+/// adapter there is, lavapipe included; `auto` takes a hardware GPU when
+/// there is one and the CPU otherwise, and says which and why.
 pub fn create(choice: EngineChoice, spec: &EngineSpec) -> Result<Box<dyn Engine>, EngineError> {
     match choice {
         EngineChoice::Cpu => Ok(Box::new(CpuEngine::new(spec)?)),
-        EngineChoice::Gpu => Err(EngineError::Unavailable(EngineKind::Gpu, "this build has no GPU engine".into())),
+        #[cfg(feature = "gpu")]
+        EngineChoice::Gpu => Ok(Box::new(gpu::GpuEngine::new(spec, false)?)),
+        #[cfg(not(feature = "gpu"))]
+        EngineChoice::Gpu => Err(EngineError::Unavailable(EngineKind::Gpu, "this build has no GPU engine (feature `gpu`)".into())),
         EngineChoice::Auto => {
+            #[cfg(feature = "gpu")]
+            match gpu::GpuEngine::new(spec, true) {
+                Ok(e) => {
+                    tracing::info!(engine = %e.description(), "engine auto: using the GPU");
+                    return Ok(Box::new(e));
+                }
+                Err(e) => tracing::info!(reason = %e, "engine auto: using the CPU engine"),
+            }
+            #[cfg(not(feature = "gpu"))]
             tracing::info!("engine auto: using the CPU engine (this build has no GPU engine)");
             Ok(Box::new(CpuEngine::new(spec)?))
         }

@@ -49,6 +49,29 @@ impl GraphBuilder {
     }
 }
 
+impl GraphBuilder {
+    /// A model of one float input (`dims`, batch 1 included) whose outputs
+    /// are `outputs`, their shapes left to inference; for tests and tools.
+    pub fn into_model(self, input: &str, dims: &[usize], outputs: &[&str]) -> pb::ModelProto {
+        let dims: Vec<Option<usize>> = dims.iter().map(|&d| Some(d)).collect();
+        let graph = pb::GraphProto {
+            name: "lineguard".into(),
+            node: self.nodes,
+            initializer: self.initializers,
+            input: vec![value_info(input, &dims)],
+            output: outputs.iter().map(|o| pb::ValueInfoProto { name: o.to_string(), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        pb::ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            producer_name: "lineguard".into(),
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+}
+
 pub fn attr_ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.to_owned(),
@@ -63,6 +86,24 @@ pub fn attr_int(name: &str, value: i64) -> pb::AttributeProto {
         name: name.to_owned(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
         i: value,
+        ..Default::default()
+    }
+}
+
+pub fn attr_float(name: &str, value: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.to_owned(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: value,
+        ..Default::default()
+    }
+}
+
+pub fn attr_str(name: &str, value: &str) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.to_owned(),
+        r#type: pb::attribute_proto::AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
         ..Default::default()
     }
 }
