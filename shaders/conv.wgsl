@@ -11,7 +11,7 @@
 // thread in registers (channels lid.y + 16a, pixels lid.x + 16b); the input
 // channels are walked in slices of 16 through workgroup memory stored
 // k-major, so each weight and input value is read from global memory once
-// per block and each thread does 16 multiply-adds per pair of reads.
+// per block (the multiply is gemm_block.wgsl's `block_fma`).
 // Grid: x = block of 64 pixels, y = block of 64 output channels.
 
 struct Params {
@@ -54,11 +54,6 @@ fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     y[oc * p.out_h * p.out_w + pix] = clamp(acc, p.act_min, p.act_max);
 }
 
-const BLOCK: u32 = 64u;
-const SLICE: u32 = 16u;
-var<workgroup> w_tile: array<array<f32, 64>, 16>;  // [k in slice][output channel in block]
-var<workgroup> x_tile: array<array<f32, 64>, 16>;  // [k in slice][pixel in block]
-
 @compute @workgroup_size(16, 16)
 fn pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let pixels = p.out_h * p.out_w;
@@ -72,26 +67,14 @@ fn pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
             // W: consecutive threads read consecutive k of one output channel.
             let wr = e / SLICE;
             let wk = e % SLICE;
-            w_tile[wk][wr] = select(0.0, w[(oc0 + wr) * p.in_c + k0 + wk], oc0 + wr < p.out_c && k0 + wk < p.in_c);
+            a_tile[wk][wr] = select(0.0, w[(oc0 + wr) * p.in_c + k0 + wk], oc0 + wr < p.out_c && k0 + wk < p.in_c);
             // X: consecutive threads read consecutive pixels of one channel.
             let xk = e / BLOCK;
             let xp = e % BLOCK;
-            x_tile[xk][xp] = select(0.0, x[(k0 + xk) * pixels + p0 + xp], k0 + xk < p.in_c && p0 + xp < pixels);
+            b_tile[xk][xp] = select(0.0, x[(k0 + xk) * pixels + p0 + xp], k0 + xk < p.in_c && p0 + xp < pixels);
         }
         workgroupBarrier();
-        for (var k = 0u; k < SLICE; k = k + 1u) {
-            var wv: array<f32, 4>;
-            var xv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                wv[i] = w_tile[k][lid.y + 16u * i];
-                xv[i] = x_tile[k][lid.x + 16u * i];
-            }
-            for (var a = 0u; a < 4u; a = a + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[a][j] = fma(wv[a], xv[j], acc[a][j]);
-                }
-            }
-        }
+        block_fma(&acc, lid);
         workgroupBarrier();
     }
     for (var a = 0u; a < 4u; a = a + 1u) {

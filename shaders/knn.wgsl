@@ -6,8 +6,8 @@
 // the 64 x 64 block of dot products is register-blocked, 4 x 4 per thread
 // (queries lid.y + 16a, rows lid.x + 16b), and the dims are walked in slices
 // of 16 that go through workgroup memory stored k-major ([dim][row]), so each
-// value is read from global memory once per block and each thread does 16
-// multiply-adds per pair of workgroup-memory reads. After each block, a
+// value is read from global memory once per block (the multiply is
+// gemm_block.wgsl's `block_fma`). After each block, a
 // thread folds |b|^2 - 2 q.b into its 4 running minima; at the end the 16
 // threads sharing a query reduce in workgroup memory and write
 // partial[chunk][query]. Grid: x = block of 64 queries, y = bank chunk.
@@ -25,10 +25,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> partial: array<f32>; // chunks x queries
 @group(0) @binding(5) var<storage, read_write> dist: array<f32>;    // queries
 
-const BLOCK: u32 = 64u;
-const SLICE: u32 = 16u;
-var<workgroup> q_tile: array<array<f32, 64>, 16>;  // [dim in slice][query in block]
-var<workgroup> b_tile: array<array<f32, 64>, 16>;  // [dim in slice][row in block]
 var<workgroup> mins: array<array<f32, 16>, 64>;    // [query in block][lid.x]
 
 @compute @workgroup_size(16, 16)
@@ -48,24 +44,12 @@ fn partial_min(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
                 let r = e / SLICE;
                 let d = e % SLICE;
                 let qq = q0 + r;
-                q_tile[d][r] = select(0.0, q[qq * p.dim + d0 + d], qq < p.queries && d0 + d < p.dim);
+                a_tile[d][r] = select(0.0, q[qq * p.dim + d0 + d], qq < p.queries && d0 + d < p.dim);
                 let br = r0 + r;
                 b_tile[d][r] = select(0.0, bank[br * p.dim + d0 + d], br < row_end && d0 + d < p.dim);
             }
             workgroupBarrier();
-            for (var d = 0u; d < SLICE; d = d + 1u) {
-                var qv: array<f32, 4>;
-                var bv: array<f32, 4>;
-                for (var i = 0u; i < 4u; i = i + 1u) {
-                    qv[i] = q_tile[d][lid.y + 16u * i];
-                    bv[i] = b_tile[d][lid.x + 16u * i];
-                }
-                for (var a = 0u; a < 4u; a = a + 1u) {
-                    for (var b = 0u; b < 4u; b = b + 1u) {
-                        acc[a][b] = fma(qv[a], bv[b], acc[a][b]);
-                    }
-                }
-            }
+            block_fma(&acc, lid);
             workgroupBarrier();
         }
         for (var b = 0u; b < 4u; b = b + 1u) {

@@ -1,8 +1,7 @@
-// Patch scores -> anomaly map -> image score, as on the CPU (src/anomaly/map.rs).
-// `upsample`: grid (gh x gw) to the map size, bilinear with half-pixel
-// centres, one thread per map pixel. `blur_h` / `blur_v`: the separable
-// Gaussian with scipy's reflect edges; the kernel weights come from the CPU
-// (one source of truth). `max_reduce`: one workgroup of 256 threads takes the
+// Anomaly map -> image score, as on the CPU (src/anomaly/map.rs); the patch
+// scores are upsampled to the map by resize.wgsl's `bilinear`.
+// `blur_h` / `blur_v`: the separable Gaussian with scipy's reflect edges; the
+// kernel weights come from the CPU (one source of truth). `max_reduce`: one workgroup of 256 threads takes the
 // maximum of the map (strided loop, then a tree in workgroup memory).
 
 struct Params {
@@ -15,31 +14,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> taps: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
-fn src_coord(o: u32, n_in: u32, n_out: u32) -> f32 {
-    return max((f32(o) + 0.5) * f32(n_in) / f32(n_out) - 0.5, 0.0);
-}
-
-@compute @workgroup_size(64)
-fn upsample(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
-    if (i >= p.h * p.w) { return; }
-    let oy = i / p.w;
-    let ox = i % p.w;
-    let sy = src_coord(oy, p.gh, p.h);
-    let sx = src_coord(ox, p.gw, p.w);
-    let y0 = min(u32(floor(sy)), p.gh - 1u);
-    let x0 = min(u32(floor(sx)), p.gw - 1u);
-    let y1 = min(y0 + 1u, p.gh - 1u);
-    let x1 = min(x0 + 1u, p.gw - 1u);
-    let fy = sy - f32(y0);
-    let fx = sx - f32(x0);
-    // Columns first then rows, the CPU's order.
-    let top = src[y0 * p.gw + x0] * (1.0 - fx) + src[y0 * p.gw + x1] * fx;
-    let bot = src[y1 * p.gw + x0] * (1.0 - fx) + src[y1 * p.gw + x1] * fx;
-    dst[i] = top * (1.0 - fy) + bot * fy;
-}
-
-fn reflect(i: i32, n: i32) -> i32 {
+// scipy's "reflect" edge: ... c b a | a b c ... (the edge value repeated).
+fn reflect_index(i: i32, n: i32) -> i32 {
     let period = 2 * n;
     var m = ((i % period) + period) % period;
     if (m >= n) { m = period - 1 - m; }
@@ -54,7 +30,7 @@ fn blur_h(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x = i32(i % p.w);
     var acc = 0.0;
     for (var t = 0u; t <= 2u * p.radius; t = t + 1u) {
-        let xx = reflect(x + i32(t) - i32(p.radius), i32(p.w));
+        let xx = reflect_index(x + i32(t) - i32(p.radius), i32(p.w));
         acc = acc + taps[t] * src[y * p.w + u32(xx)];
     }
     dst[i] = acc;
@@ -68,7 +44,7 @@ fn blur_v(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x = i % p.w;
     var acc = 0.0;
     for (var t = 0u; t <= 2u * p.radius; t = t + 1u) {
-        let yy = reflect(y + i32(t) - i32(p.radius), i32(p.h));
+        let yy = reflect_index(y + i32(t) - i32(p.radius), i32(p.h));
         acc = acc + taps[t] * src[u32(yy) * p.w + x];
     }
     dst[i] = acc;

@@ -5,8 +5,11 @@
 //!
 //! Error bounds, relative to the largest reference magnitude (at least 1):
 //! single kernels 1e-5 (f32 sums of at most a few hundred terms in another
-//! order); the whole encoder 1e-3 (16 layers of such sums compound, and
-//! ReLU6 clamps pass small differences on unchanged); see `encoder_*`.
+//! order, ~1e-7 per term); the whole encoder's features 1e-4: about 20 layers
+//! of sums of up to 1,152 terms, each adding ~1e-6 relative, is ~2e-5 at
+//! worst; lavapipe measures 1.9e-6, and the bound leaves room for GPUs that
+//! fuse multiply-adds differently. Maps 1e-3: the distance
+//! |q|^2 + |b|^2 - 2 q.b cancels about two digits near the nearest row.
 mod common;
 
 use std::sync::LazyLock;
@@ -76,6 +79,7 @@ fn parity(what: &str, g: GraphBuilder, shape: [usize; 3], outputs: &[&str], tol:
     for (i, name) in outputs.iter().enumerate() {
         let want = want[i].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).unwrap();
         let err = rel_error(&got[i], want);
+        eprintln!("{what}: output {name}: relative error {err:e}");
         assert!(err <= tol, "{what}: output {name}: relative error {err:e} over {tol:e}");
     }
 }
@@ -356,8 +360,8 @@ fn encoder_features_match_the_cpu_engine_within_the_stated_bound() {
         assert_eq!((a.grid_h, a.grid_w, a.dim), (b.grid_h, b.grid_w, b.dim));
         worst = worst.max(rel_error(&a.data, &b.data));
     }
-    eprintln!("encoder features: worst relative error {worst:e}");
-    assert!(worst < 1e-3, "features differ by {worst:e} of their largest magnitude");
+    eprintln!("encoder features (3 images): worst relative error {worst:e}");
+    assert!(worst < 1e-4, "features differ by {worst:e} of their largest magnitude");
 }
 
 #[test]
@@ -377,18 +381,46 @@ fn scores_and_verdicts_match_the_cpu_engine_on_real_images() {
     gpu.set_bank(&bank.data, bank.header.dim).unwrap();
     let threshold = bank.header.threshold;
     let (mut cpu_scores, mut gpu_scores, mut defective) = (vec![], vec![], vec![]);
+    let mut worst_map = 0f32;
     for (i, p) in test_images(usize::MAX).iter().enumerate() {
         let f = Frame::from_image_file(p, i as u64).unwrap();
         let a = cpu.score(&f, None).unwrap();
         let b = gpu.score(&f, None).unwrap();
         let map_err = rel_error(&b.map, &a.map);
+        worst_map = worst_map.max(map_err);
         assert!(map_err < 1e-3, "{}: anomaly maps differ by {map_err:e}", p.display());
         assert_eq!(a.score >= threshold, b.score >= threshold, "{}: verdicts differ (cpu {} gpu {} threshold {threshold})", p.display(), a.score, b.score);
         cpu_scores.push(a.score);
         gpu_scores.push(b.score);
         defective.push(!p.parent().unwrap().ends_with("good"));
     }
+    // A batch in one submission gives the frame-by-frame results.
+    let frames: Vec<Frame> = test_images(6).iter().enumerate().map(|(i, p)| Frame::from_image_file(p, i as u64).unwrap()).collect();
+    let batch = gpu.score_batch(&frames, None).unwrap();
+    assert_eq!(batch.len(), frames.len());
+    for (i, b) in batch.iter().enumerate() {
+        assert!((b.score - gpu_scores[i]).abs() <= 1e-5 * gpu_scores[i], "batch frame {i}: {} vs {}", b.score, gpu_scores[i]);
+    }
     let auroc = |s: &[f32]| lineguard::eval::metrics::auroc(s, &defective).unwrap();
     let (a, b) = (auroc(&cpu_scores), auroc(&gpu_scores));
+    eprintln!("anomaly maps ({} images): worst relative error {worst_map:e}; image AUROC cpu {a:.4} gpu {b:.4}", defective.len());
     assert!((a - b).abs() <= 0.002, "image AUROC cpu {a} gpu {b}");
+}
+
+#[test]
+fn auto_takes_a_hardware_gpu_or_the_cpu_and_devices_lists_the_adapters() {
+    let out = common::lineguard_cmd(&["devices", "--json"]).output().unwrap();
+    common::assert_success(&out, "lineguard devices --json");
+    let adapters: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!adapters.is_empty(), "no adapter listed, yet the GPU tests found one");
+    for a in &adapters {
+        for key in ["name", "backend", "device_type", "hardware", "max_storage_buffer_binding_size", "timestamp_queries", "shader_f16"] {
+            assert!(a.get(key).is_some(), "adapter without {key}: {a}");
+        }
+    }
+    let hardware = adapters.iter().any(|a| a["hardware"] == true);
+    let (_, spec) = contract_and_spec();
+    let engine = lineguard::engine::create(EngineChoice::Auto, &spec).unwrap();
+    let want = if hardware { lineguard::engine::EngineKind::Gpu } else { lineguard::engine::EngineKind::Cpu };
+    assert_eq!(engine.kind(), want, "auto picked {}", engine.description());
 }

@@ -47,9 +47,7 @@ impl GraphBuilder {
         });
         output
     }
-}
 
-impl GraphBuilder {
     /// A model of one float input (`dims`, batch 1 included) whose outputs
     /// are `outputs`, their shapes left to inference; for tests and tools.
     pub fn into_model(self, input: &str, dims: &[usize], outputs: &[&str]) -> pb::ModelProto {
@@ -72,40 +70,26 @@ impl GraphBuilder {
     }
 }
 
+fn attribute(name: &str, ty: pb::attribute_proto::AttributeType, set: impl FnOnce(&mut pb::AttributeProto)) -> pb::AttributeProto {
+    let mut a = pb::AttributeProto { name: name.to_owned(), r#type: ty as i32, ..Default::default() };
+    set(&mut a);
+    a
+}
+
 pub fn attr_ints(name: &str, values: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.to_owned(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: values.to_vec(),
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::Ints, |a| a.ints = values.to_vec())
 }
 
 pub fn attr_int(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.to_owned(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: value,
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::Int, |a| a.i = value)
 }
 
 pub fn attr_float(name: &str, value: f32) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.to_owned(),
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        f: value,
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::Float, |a| a.f = value)
 }
 
 pub fn attr_str(name: &str, value: &str) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.to_owned(),
-        r#type: pb::attribute_proto::AttributeType::String as i32,
-        s: value.as_bytes().to_vec(),
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::String, |a| a.s = value.as_bytes().to_vec())
 }
 
 /// A float tensor value description; `None` dims become symbolic (`batch`).

@@ -144,14 +144,15 @@ impl ResizeParams {
 params!(KnnParams { queries: u32, rows: u32, dim: u32, chunk_rows: u32, chunks: u32, _pad0: u32, _pad1: u32, _pad2: u32 });
 params!(MapParams { gh: u32, gw: u32, h: u32, w: u32, radius: u32, _pad0: u32, _pad1: u32, _pad2: u32 });
 
-/// The WGSL sources, embedded at build time.
+/// The WGSL sources, embedded at build time; gemm_block.wgsl is prepended
+/// to the two kernels that use it (WGSL has no includes).
 pub const SOURCES: [(&str, &str); 7] = [
     ("preprocess", include_str!("../../../shaders/preprocess.wgsl")),
-    ("conv", include_str!("../../../shaders/conv.wgsl")),
+    ("conv", concat!(include_str!("../../../shaders/gemm_block.wgsl"), include_str!("../../../shaders/conv.wgsl"))),
     ("eltwise", include_str!("../../../shaders/eltwise.wgsl")),
     ("pooling", include_str!("../../../shaders/pooling.wgsl")),
     ("resize", include_str!("../../../shaders/resize.wgsl")),
-    ("knn", include_str!("../../../shaders/knn.wgsl")),
+    ("knn", concat!(include_str!("../../../shaders/gemm_block.wgsl"), include_str!("../../../shaders/knn.wgsl"))),
     ("map", include_str!("../../../shaders/map.wgsl")),
 ];
 
@@ -169,7 +170,6 @@ pub struct Kernels {
     pub copy: Arc<Kernel>,
     pub knn_partial: Arc<Kernel>,
     pub knn_finalize: Arc<Kernel>,
-    pub map_upsample: Arc<Kernel>,
     pub blur_h: Arc<Kernel>,
     pub blur_v: Arc<Kernel>,
     pub max_reduce: Arc<Kernel>,
@@ -197,7 +197,6 @@ impl Kernels {
             copy: k(&resize, "resize.copy", "copy", &[true, false]),
             knn_partial: k(&knn, "knn.partial_min", "partial_min", &[true, true, true, false, false]),
             knn_finalize: k(&knn, "knn.finalize", "finalize", &[true, true, true, false, false]),
-            map_upsample: k(&map, "map.upsample", "upsample", &[true, true, false]),
             blur_h: k(&map, "map.blur_h", "blur_h", &[true, true, false]),
             blur_v: k(&map, "map.blur_v", "blur_v", &[true, true, false]),
             max_reduce: k(&map, "map.max_reduce", "max_reduce", &[true, true, false]),

@@ -171,7 +171,7 @@ impl GpuEngine {
         let mp = MapParams { gh: grid.0 as u32, gw: grid.1 as u32, h: mh as u32, w: mw as u32, radius: (kernel.len() / 2) as u32, ..Default::default() };
         let pixels = div_up((mh * mw) as u32, 64);
         let map_steps = vec![
-            k.map_upsample.step(&ctx, &mp, &[&dist, &kbuf, &map], (pixels, 1, 1)),
+            k.bilinear.step(&ctx, &ResizeParams::bilinear(1, grid, (mh, mw), None), &[&dist, &map], (pixels, 1, 1)),
             k.blur_h.step(&ctx, &mp, &[&map, &kbuf, &tmp], (pixels, 1, 1)),
             k.blur_v.step(&ctx, &mp, &[&tmp, &kbuf, &map], (pixels, 1, 1)),
             k.max_reduce.step(&ctx, &mp, &[&map, &kbuf, &score], (1, 1, 1)),
