@@ -48,8 +48,10 @@ impl GpuError {
         match self {
             GpuError::NoAdapter(m) => EngineError::Unavailable(EngineKind::Gpu, m),
             GpuError::Device(m) => EngineError::Run { frame: frame.into(), reason: m },
-            e @ (GpuError::Load { .. } | GpuError::Unsupported { .. }) => {
-                EngineError::Load { path: String::new(), engine: EngineKind::Gpu, reason: e.to_string() }
+            // The path goes into EngineError::Load's own message; keep it out of the reason.
+            GpuError::Load { path, reason } => EngineError::Load { path, engine: EngineKind::Gpu, reason },
+            GpuError::Unsupported { path, op, node, why } => {
+                EngineError::Load { path, engine: EngineKind::Gpu, reason: format!("node '{node}' ({op}): not supported on the GPU: {why}") }
             }
         }
     }
@@ -107,9 +109,9 @@ impl GpuEngine {
     /// implementations such as lavapipe (what `engine = "auto"` wants).
     pub fn new(spec: &EngineSpec, hardware_only: bool) -> Result<GpuEngine, EngineError> {
         let path = spec.contract.path.display().to_string();
-        let fail = |e: GpuError| match e.into_engine("") {
-            EngineError::Load { engine, reason, .. } => EngineError::Load { path: path.clone(), engine, reason },
-            other => other,
+        let fail = |e: GpuError| match e {
+            GpuError::Device(reason) => EngineError::Load { path: path.clone(), engine: EngineKind::Gpu, reason },
+            e => e.into_engine(&path),
         };
         let ctx = GpuContext::new(hardware_only).map_err(fail)?;
         let k = Kernels::new(&ctx);
