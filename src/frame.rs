@@ -60,6 +60,11 @@ pub enum FrameError {
 }
 
 impl Frame {
+    /// `source#seq`: how logs and errors name a frame.
+    pub fn label(&self) -> String {
+        format!("{}#{}", self.source, self.seq)
+    }
+
     /// A frame whose byte length is checked against its geometry.
     pub fn new(width: u32, height: u32, format: PixelFormat, data: Vec<u8>, seq: u64, source: String) -> Result<Frame, FrameError> {
         let expected = width as usize * height as usize * format.bytes_per_pixel();

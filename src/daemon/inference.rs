@@ -215,7 +215,7 @@ impl InferenceLoop {
         let mut inspection = match self.inspector.inspect(&frame) {
             Ok(i) => i,
             Err(e) => {
-                tracing::error!(frame = %format!("{}#{}", frame.source, frame.seq), error = %e, "inspection failed");
+                tracing::error!(frame = %frame.label(), error = %e, "inspection failed");
                 self.telemetry.inference_error();
                 if let (Some(c), Some(o)) = (&self.completion, &frame.origin) {
                     c.failed(o, &e.to_string());

@@ -112,7 +112,7 @@ impl CpuEngine {
         let reusable = self.pre.as_ref().is_some_and(|p| p.frame_size() == (frame.width, frame.height) && p.roi() == want_roi);
         if !reusable {
             let p = Preprocessor::new(frame.width, frame.height, Some(want_roi), &self.contract.meta.input)
-                .map_err(|reason| EngineError::Geometry { frame: format!("{}#{}", frame.source, frame.seq), reason })?;
+                .map_err(|reason| EngineError::Geometry { frame: frame.label(), reason })?;
             self.pre = Some(p);
         }
         self.pre.as_mut().expect("set above").run(frame, &mut self.input)?;
@@ -125,14 +125,14 @@ impl CpuEngine {
         let outs = self
             .encoder
             .run(&self.input)
-            .map_err(|e| EngineError::Run { frame: format!("{}#{}", frame.source, frame.seq), reason: format!("{e:#}") })?;
+            .map_err(|e| EngineError::Run { frame: frame.label(), reason: format!("{e:#}") })?;
         times.encoder = t.elapsed();
         let t = Instant::now();
         let maps: Vec<&[f32]> = outs
             .iter()
             .map(|t| t.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()))
             .collect::<TractResult<_>>()
-            .map_err(|e| EngineError::Run { frame: format!("{}#{}", frame.source, frame.seq), reason: format!("{e:#}") })?;
+            .map_err(|e| EngineError::Run { frame: frame.label(), reason: format!("{e:#}") })?;
         let mut feats = vec![0.0; self.assembler.grid_h * self.assembler.grid_w * self.assembler.dim];
         self.assembler.assemble(&maps, &mut feats);
         times.features = t.elapsed();

@@ -33,7 +33,7 @@ fn summarize(a: &wgpu::Adapter) -> AdapterSummary {
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
         driver: format!("{} {}", info.driver, info.driver_info).trim().to_owned(),
-        hardware: matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu),
+        hardware: rank(info.device_type) <= 1,
         max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
         max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -46,16 +46,26 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(wgpu::InstanceDescriptor { backends: wgpu::Backends::PRIMARY, ..wgpu::InstanceDescriptor::new_without_display_handle() })
 }
 
+/// Preference among adapters, lower first; 0 and 1 are hardware GPUs.
+fn rank(device_type: wgpu::DeviceType) -> u8 {
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        _ => 3,
+    }
+}
+
+/// All adapters wgpu can see, best first.
+fn ranked_adapters() -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY));
+    adapters.sort_by_key(|a| rank(a.get_info().device_type));
+    adapters
+}
+
 /// All adapters wgpu can see, best first (discrete, integrated, others).
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY));
-    let mut out: Vec<AdapterSummary> = adapters.iter().map(summarize).collect();
-    out.sort_by_key(|a| match a.device_type.as_str() {
-        "DiscreteGpu" => 0,
-        "IntegratedGpu" => 1,
-        _ => 2,
-    });
-    out
+    ranked_adapters().iter().map(summarize).collect()
 }
 
 pub struct GpuContext {
@@ -71,28 +81,13 @@ impl GpuContext {
     /// Opens the best adapter; with `hardware_only` a CPU implementation
     /// (lavapipe, llvmpipe, WARP) is refused.
     pub fn new(hardware_only: bool) -> Result<GpuContext, GpuError> {
-        let instance = instance();
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
-        let mut ranked: Vec<(u8, wgpu::Adapter)> = adapters
-            .into_iter()
-            .map(|a| {
-                let rank = match a.get_info().device_type {
-                    wgpu::DeviceType::DiscreteGpu => 0,
-                    wgpu::DeviceType::IntegratedGpu => 1,
-                    wgpu::DeviceType::VirtualGpu => 2,
-                    _ => 3,
-                };
-                (rank, a)
-            })
-            .collect();
-        ranked.sort_by_key(|r| r.0);
-        let Some((rank, adapter)) = ranked.into_iter().next() else {
+        let Some(adapter) = ranked_adapters().into_iter().next() else {
             return Err(GpuError::NoAdapter(
                 "wgpu found no adapter: install a Vulkan driver (on Debian without a GPU: mesa-vulkan-drivers libvulkan1)".into(),
             ));
         };
         let summary = summarize(&adapter);
-        if hardware_only && rank > 1 {
+        if hardware_only && !summary.hardware {
             return Err(GpuError::NoAdapter(format!("no hardware GPU (the best adapter is {} {})", summary.device_type, summary.name)));
         }
         let timestamps = summary.timestamp_queries;

@@ -19,6 +19,7 @@ use super::GpuError;
 use super::context::GpuContext;
 use super::kernels::{ConvParams, EltwiseParams, Kernels, PoolParams, ResizeParams, Step, div_up, flat_groups};
 use crate::model::Contract;
+use crate::model::onnx_build::FLOAT;
 
 /// A planned tensor: its buffer and shape (channels, height, width).
 pub struct Value {
@@ -76,11 +77,15 @@ fn attr_s(n: &pb::NodeProto, name: &str) -> Option<String> {
     attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
 }
 
-fn tensor_f32(t: &pb::TensorProto) -> Vec<f32> {
-    if !t.raw_data.is_empty() {
-        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+/// The values of a float32 initializer; `None` for any other type (whose
+/// bytes would otherwise be read as f32).
+fn tensor_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != FLOAT {
+        None
+    } else if !t.raw_data.is_empty() {
+        Some(t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
     } else {
-        t.float_data.clone()
+        Some(t.float_data.clone())
     }
 }
 
@@ -105,7 +110,7 @@ impl Planner<'_> {
     }
 
     fn init(&self, name: &str) -> Option<Vec<f32>> {
-        self.inits.get(name).map(|t| tensor_f32(t))
+        self.inits.get(name).and_then(|t| tensor_f32(t))
     }
 
     fn output(&mut self, n: &pb::NodeProto) -> Result<std::sync::Arc<Value>, GpuError> {
@@ -122,12 +127,12 @@ impl Planner<'_> {
 
     fn conv(&mut self, n: &pb::NodeProto, act: (f32, f32)) -> Result<(), GpuError> {
         let x = self.value(n, &n.input[0])?;
-        let w = self.init(&n.input[1]).ok_or_else(|| self.unsupported(n, "weights must be an initializer"))?;
+        let w = self.init(&n.input[1]).ok_or_else(|| self.unsupported(n, "weights must be a float32 initializer"))?;
         let wshape = self.inits[n.input[1].as_str()].dims.clone();
         let y = self.output(n)?;
         let (oc, kh, kw) = (wshape[0] as usize, wshape[2] as usize, wshape[3] as usize);
         let b = match n.input.get(2).filter(|s| !s.is_empty()) {
-            Some(bn) => self.init(bn).ok_or_else(|| self.unsupported(n, "bias must be an initializer"))?,
+            Some(bn) => self.init(bn).ok_or_else(|| self.unsupported(n, "bias must be a float32 initializer"))?,
             None => vec![0.0; oc],
         };
         if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
@@ -196,7 +201,7 @@ impl Planner<'_> {
         let (b_buf, b_len) = match self.values.get(&n.input[1]) {
             Some(v) => (None, v.len()),
             None => {
-                let c = self.init(&n.input[1]).ok_or_else(|| self.unsupported(n, "second input is neither computed nor an initializer"))?;
+                let c = self.init(&n.input[1]).ok_or_else(|| self.unsupported(n, "second input is neither computed nor a float32 initializer"))?;
                 (Some(self.ctx.storage_init(&n.input[1], bytemuck::cast_slice(&c))), c.len())
             }
         };
@@ -407,20 +412,21 @@ pub fn plan_model(
         if n.name.is_empty() {
             return Err(GpuError::Unsupported { path: path.clone(), op: n.op_type.clone(), node: "(unnamed)".into(), why: "nodes need names".into() });
         }
-        // Fuse Conv -> Clip/Relu when the conv output feeds only the activation and is not a tap.
-        let mut fused = None;
-        if n.op_type == "Conv" && consumers(&n.output[0]) == 1 && !taps.contains(&n.output[0]) {
-            let next = graph.node.iter().find(|m| needed.contains(m.name.as_str()) && m.input.first() == Some(&n.output[0]));
-            if let Some(m) = next.filter(|m| m.op_type == "Clip" || m.op_type == "Relu") {
-                fused = Some(if m.op_type == "Relu" { (0.0, f32::MAX) } else { p.clip_bounds(m) });
+        // Fuse Conv -> Clip/Relu when the conv output feeds only the activation and is not a tap:
+        // the conv clamps, and the activation's output names the conv's buffer.
+        let activation = (n.op_type == "Conv" && consumers(&n.output[0]) == 1 && !taps.contains(&n.output[0]))
+            .then(|| graph.node.iter().find(|m| needed.contains(m.name.as_str()) && m.input.first() == Some(&n.output[0])))
+            .flatten()
+            .filter(|m| m.op_type == "Clip" || m.op_type == "Relu");
+        match activation {
+            Some(m) => {
+                p.node(n, Some(if m.op_type == "Relu" { (0.0, f32::MAX) } else { p.clip_bounds(m) }))?;
                 skip.insert(m.name.as_str());
-                p.node(n, fused)?;
                 let v = p.values[&n.output[0]].clone();
                 p.values.insert(m.output[0].clone(), v);
-                continue;
             }
+            None => p.node(n, None)?,
         }
-        p.node(n, fused)?;
     }
     let tap_values = taps
         .iter()

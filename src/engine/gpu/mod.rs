@@ -58,6 +58,20 @@ impl GpuError {
 }
 
 const STAGES: usize = 5;
+
+/// Writes `data` into `buf` at `offset`. Buffer writes must be a multiple of
+/// 4 bytes: aligned frames go straight from the frame, others through
+/// `staging` with zero padding.
+fn write_padded(queue: &wgpu::Queue, buf: &wgpu::Buffer, offset: u64, data: &[u8], staging: &mut Vec<u8>) {
+    if data.len() % 4 == 0 {
+        queue.write_buffer(buf, offset, data);
+    } else {
+        staging.clear();
+        staging.extend_from_slice(data);
+        staging.resize(data.len().next_multiple_of(4), 0);
+        queue.write_buffer(buf, offset, staging);
+    }
+}
 const KNN_CHUNK_ROWS: u32 = 1024;
 
 /// Preprocessing for one frame geometry.
@@ -76,9 +90,10 @@ struct BatchState {
     frame_bytes: usize,
 }
 
+/// The search against one bank; replaced (and its buffers freed) by the next `set_bank`.
 struct KnnState {
     steps: Vec<Step>,
-    _bank: wgpu::Buffer,
+    _buffers: [wgpu::Buffer; 3],
 }
 
 pub struct GpuEngine {
@@ -94,7 +109,6 @@ pub struct GpuEngine {
     knn: Option<KnnState>,
     batch: Option<BatchState>,
     dist: wgpu::Buffer,
-    partial: Option<wgpu::Buffer>,
     map_steps: Vec<Step>,
     map: wgpu::Buffer,
     score: wgpu::Buffer,
@@ -206,7 +220,6 @@ impl GpuEngine {
             knn: None,
             batch: None,
             dist,
-            partial: None,
             map_steps,
             map,
             score,
@@ -222,11 +235,7 @@ impl GpuEngine {
         self.upload(frame, roi)?;
         self.ctx.queue.submit([self.record(1).finish()]);
         let input = &self.encoder.input;
-        self.ctx.read_f32(&input.buffer, input.len()).map_err(|e| e.into_engine(&format!("{}#{}", frame.source, frame.seq)))
-    }
-
-    pub fn adapter(&self) -> &context::AdapterSummary {
-        &self.ctx.adapter
+        self.ctx.read_f32(&input.buffer, input.len()).map_err(|e| e.into_engine(&frame.label()))
     }
 
     /// Builds the preprocessing for this frame's geometry unless it is the last one's.
@@ -236,7 +245,7 @@ impl GpuEngine {
         if self.pre.as_ref().is_none_or(|p| p.key != key) {
             let input = &self.contract.meta.input;
             let pre = Preprocessor::new(frame.width, frame.height, Some(roi), input)
-                .map_err(|reason| EngineError::Geometry { frame: format!("{}#{}", frame.source, frame.seq), reason })?;
+                .map_err(|reason| EngineError::Geometry { frame: frame.label(), reason })?;
             let (rows, cols) = pre.tables();
             let spans: Vec<u32> = cols.spans.iter().chain(&rows.spans).flat_map(|&(s, n)| [s, n]).collect();
             let weights: Vec<f32> = cols.weights.iter().chain(&rows.weights).copied().collect();
@@ -272,7 +281,7 @@ impl GpuEngine {
                 self.k.pre_vertical.step(ctx, &p, &[&fbuf, &sbuf, &wbuf, &tmp, out], (gx, input.height as u32, 1)),
             ];
             tracing::debug!(width = frame.width, height = frame.height, format = ?frame.format, "GPU preprocessing planned for a new frame geometry");
-            self.pre = Some(PreState { key, frame: fbuf, steps, staging: Vec::with_capacity(bytes.next_multiple_of(4)) });
+            self.pre = Some(PreState { key, frame: fbuf, steps, staging: Vec::new() });
         }
         Ok(roi)
     }
@@ -281,11 +290,26 @@ impl GpuEngine {
     fn upload(&mut self, frame: &Frame, roi: Option<Rect>) -> Result<Rect, EngineError> {
         let roi = self.prepare(frame, roi)?;
         let pre = self.pre.as_mut().expect("set above");
-        pre.staging.clear();
-        pre.staging.extend_from_slice(&frame.data);
-        pre.staging.resize(frame.data.len().next_multiple_of(4), 0);
-        self.ctx.queue.write_buffer(&pre.frame, 0, &pre.staging);
+        write_padded(&self.ctx.queue, &pre.frame, 0, &frame.data, &mut pre.staging);
         Ok(roi)
+    }
+
+    /// Bytes of one result: the map, then the score.
+    fn result_bytes(&self) -> u64 {
+        ((self.map_size.0 * self.map_size.1 + 1) * 4) as u64
+    }
+
+    /// Copies the map and the score into `dst` at `offset` (map, then one f32).
+    fn copy_result(&self, enc: &mut wgpu::CommandEncoder, dst: &wgpu::Buffer, offset: u64) {
+        let map_bytes = (self.map_size.0 * self.map_size.1 * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.map, 0, dst, offset, map_bytes);
+        enc.copy_buffer_to_buffer(&self.score, 0, dst, offset + map_bytes, 4);
+    }
+
+    /// A result as `copy_result` laid it out.
+    fn scored(&self, values: &[f32], roi: Rect, times: StageTimes) -> Scored {
+        let (mh, mw) = self.map_size;
+        Scored { map: values[..mh * mw].to_vec(), map_width: mw, map_height: mh, score: values[mh * mw], roi, times }
     }
 
     /// Records the stages `0..upto` into a new command encoder.
@@ -363,7 +387,7 @@ impl Engine for GpuEngine {
     }
 
     fn embed(&mut self, frame: &Frame, roi: Option<Rect>) -> Result<PatchFeatures, EngineError> {
-        let name = format!("{}#{}", frame.source, frame.seq);
+        let name = frame.label();
         self.upload(frame, roi)?;
         let enc = self.record(3);
         self.ctx.queue.submit([enc.finish()]);
@@ -388,9 +412,7 @@ impl Engine for GpuEngine {
             self.k.knn_partial.step(ctx, &p, &[&self.features, &bbuf, &sqbuf, &partial, &self.dist], (div_up(queries, 64), chunks, 1)),
             self.k.knn_finalize.step(ctx, &p, &[&self.features, &bbuf, &sqbuf, &partial, &self.dist], (div_up(queries, 64), 1, 1)),
         ];
-        self.knn = Some(KnnState { steps, _bank: bbuf });
-        self._keep.push(sqbuf);
-        self.partial = Some(partial);
+        self.knn = Some(KnnState { steps, _buffers: [bbuf, sqbuf, partial] });
         ctx.check().map_err(|e| e.into_engine("bank upload"))
     }
 
@@ -398,21 +420,17 @@ impl Engine for GpuEngine {
         if self.knn.is_none() {
             return Err(EngineError::NoBank);
         }
-        let name = format!("{}#{}", frame.source, frame.seq);
+        let name = frame.label();
         let started = Instant::now();
         let roi = self.upload(frame, roi)?;
         let mut enc = self.record(STAGES);
-        let (mh, mw) = self.map_size;
-        let map_bytes = (mh * mw * 4) as u64;
-        enc.copy_buffer_to_buffer(&self.map, 0, &self.readback, 0, map_bytes);
-        enc.copy_buffer_to_buffer(&self.score, 0, &self.readback, map_bytes, 4);
+        self.copy_result(&mut enc, &self.readback, 0);
         self.resolve_timestamps(&mut enc);
         self.ctx.queue.submit([enc.finish()]);
-        let bytes = self.ctx.read(&self.readback, map_bytes + 4).map_err(|e| e.into_engine(&name))?;
+        let bytes = self.ctx.read(&self.readback, self.result_bytes()).map_err(|e| e.into_engine(&name))?;
         let wall = started.elapsed();
-        let values: &[f32] = bytemuck::cast_slice(&bytes);
         let times = self.stage_times(STAGES, wall).map_err(|e| e.into_engine(&name))?;
-        Ok(Scored { map: values[..mh * mw].to_vec(), map_width: mw, map_height: mh, score: values[mh * mw], roi, times })
+        Ok(self.scored(bytemuck::cast_slice(&bytes), roi, times))
     }
 
     /// All frames in one submission: each frame is copied from a batch
@@ -423,18 +441,17 @@ impl Engine for GpuEngine {
         if self.knn.is_none() {
             return Err(EngineError::NoBank);
         }
-        let name = format!("{}#{}", first.source, first.seq);
+        let name = first.label();
         if let Some(f) = frames.iter().find(|f| (f.width, f.height, f.format) != (first.width, first.height, first.format)) {
             return Err(EngineError::Geometry {
-                frame: format!("{}#{}", f.source, f.seq),
+                frame: f.label(),
                 reason: format!("a batch needs frames of one geometry; the first is {}x{} {:?}", first.width, first.height, first.format),
             });
         }
         let started = Instant::now();
         let roi = self.prepare(first, roi)?;
         let (mh, mw) = self.map_size;
-        let map_bytes = (mh * mw * 4) as u64;
-        let slot = map_bytes + 4;
+        let slot = self.result_bytes();
         let frame_bytes = first.data.len().next_multiple_of(4);
         if self.batch.as_ref().is_none_or(|b| b.capacity < frames.len() || b.frame_bytes != frame_bytes) {
             self.batch = Some(BatchState {
@@ -447,27 +464,20 @@ impl Engine for GpuEngine {
         let batch = self.batch.as_ref().expect("set above");
         let pre = self.pre.as_mut().expect("prepared above");
         for (i, f) in frames.iter().enumerate() {
-            pre.staging.clear();
-            pre.staging.extend_from_slice(&f.data);
-            pre.staging.resize(frame_bytes, 0);
-            self.ctx.queue.write_buffer(&batch.frames, (i * frame_bytes) as u64, &pre.staging);
+            write_padded(&self.ctx.queue, &batch.frames, (i * frame_bytes) as u64, &f.data, &mut pre.staging);
         }
         let pre = self.pre.as_ref().expect("prepared above");
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") });
         for i in 0..frames.len() {
             enc.copy_buffer_to_buffer(&batch.frames, (i * frame_bytes) as u64, &pre.frame, 0, frame_bytes as u64);
             self.record_into(&mut enc, STAGES, false);
-            enc.copy_buffer_to_buffer(&self.map, 0, &batch.readback, i as u64 * slot, map_bytes);
-            enc.copy_buffer_to_buffer(&self.score, 0, &batch.readback, i as u64 * slot + map_bytes, 4);
+            self.copy_result(&mut enc, &batch.readback, i as u64 * slot);
         }
         self.ctx.queue.submit([enc.finish()]);
         let bytes = self.ctx.read(&batch.readback, frames.len() as u64 * slot).map_err(|e| e.into_engine(&name))?;
         let values: &[f32] = bytemuck::cast_slice(&bytes);
         let per_frame = started.elapsed() / frames.len() as u32;
         let times = StageTimes { encoder: per_frame, ..Default::default() };
-        Ok(values
-            .chunks_exact(mh * mw + 1)
-            .map(|v| Scored { map: v[..mh * mw].to_vec(), map_width: mw, map_height: mh, score: v[mh * mw], roi, times })
-            .collect())
+        Ok(values.chunks_exact(mh * mw + 1).map(|v| self.scored(v, roi, times)).collect())
     }
 }
