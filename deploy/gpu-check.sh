@@ -7,8 +7,9 @@
 #
 #   deploy/gpu-check.sh [OUT_DIR]      (default target/gpu-check)
 #
-# After the build it takes a few minutes: the parity tests, a 120-image
-# enrollment and 200 + 2 x 200 timed frames.
+# After the build it takes a few minutes: the parity tests, and for each of
+# GPU (f16 storage where the adapter has shader-f16), GPU f32 and CPU a
+# 120-image enrollment and 200 + 2 x 200 timed frames.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/gpu-check}"
@@ -44,31 +45,38 @@ recipe = "default"
 path = "lite0.onnx"
 [engine]
 kind = "gpu"
+gpu_precision = "auto"
 [recipes.default]
 bank = "default.bank"
 TOML
+sed 's/gpu_precision = "auto"/gpu_precision = "f32"/' "$out/lineguard.toml" > "$out/lineguard-f32.toml"
 
-for engine in gpu cpu; do
-  echo "gpu-check: bench --engine $engine" >&2
-  $bin bench --json --log warn --config "$out/lineguard.toml" --engine "$engine" --frames 200 \
-    --images "$out/data/brick/train/good" --frames-from "$out/data/brick/test/good" > "$out/bench-$engine.json"
-done
+bench() {  # NAME CONFIG ENGINE
+  echo "gpu-check: bench $1" >&2
+  $bin bench --json --log warn --config "$2" --engine "$3" --frames 200 \
+    --images "$out/data/brick/train/good" --frames-from "$out/data/brick/test/good" > "$out/bench-$1.json"
+}
+bench gpu "$out/lineguard.toml" gpu
+bench gpu-f32 "$out/lineguard-f32.toml" gpu
+bench cpu "$out/lineguard.toml" cpu
 
 python3 - "$out" "$(( $(date +%s) - started ))" <<'PY'
 import json, re, sys
 out, seconds = sys.argv[1], int(sys.argv[2])
 gpu = json.load(open(f"{out}/bench-gpu.json"))
+f32 = json.load(open(f"{out}/bench-gpu-f32.json"))
 cpu = json.load(open(f"{out}/bench-cpu.json"))
 parity = open(f"{out}/parity.txt").read()
 print(f"\n== lineguard GPU check ({seconds} s after the build) ==")
-print(f"engine: {gpu['engine']}")
+print(f"engine: {gpu['engine']}\n   and: {f32['engine']}")
 print(f"model {gpu['model']} input {gpu['input']}, bank {gpu['bank_rows']} x {gpu['dim']}, {gpu['frames']} frames")
-print(f"{'stage':<18}{'gpu median':>12}{'gpu p99':>10}{'cpu median':>12}")
+print(f"{'stage':<18}{'gpu median':>12}{'gpu p99':>10}{'gpu f32':>10}{'cpu median':>12}")
 for s in ["preprocess", "encoder", "features", "nearest_neighbour", "map", "total"]:
-    g, c = gpu["stages_ms"][s], cpu["stages_ms"][s]
-    print(f"{s:<18}{g['median']:>12.3f}{g['p99']:>10.3f}{c['median']:>12.3f}")
+    g, h, c = gpu["stages_ms"][s], f32["stages_ms"][s], cpu["stages_ms"][s]
+    print(f"{s:<18}{g['median']:>12.3f}{g['p99']:>10.3f}{h['median']:>10.3f}{c['median']:>12.3f}")
 fps = {1: gpu["fps_batch1"], **{b["batch"]: b["fps"] for b in gpu["batched"]}}
 print("frames/s: " + ", ".join(f"batch {b}: {v:.0f}" for b, v in fps.items()))
+print("frames/s f32: " + ", ".join(f"batch {b['batch']}: {b['fps']:.0f}" for b in [{"batch": 1, "fps": f32["fps_batch1"]}] + f32["batched"]))
 print(f"GPU / CPU total median: {gpu['stages_ms']['total']['median'] / cpu['stages_ms']['total']['median']:.3f}")
 for line in parity.splitlines():
     if re.search(r"relative error|test result", line):

@@ -1,9 +1,10 @@
-// Convolutions, NCHW f32, batch 1, dilation 1, with the bias and an optional
-// clamp (ReLU, ReLU6, Clip) fused into the epilogue.
+// Convolutions (parameters and bindings: conv_params.wgsl); every sum is
+// accumulated in f32.
 //
 // `direct`: any kernel size, stride, padding and group count (depthwise
-// included). One thread per output value, looping over the input channels
-// of its group and the kernel window. Grid: x = output pixel (64 per
+// windows too large for depthwise.wgsl's tile come here). One thread per
+// output value, looping over the input channels of its group and the kernel
+// window. Grid: x = output pixel (64 per
 // workgroup), y = output channel.
 //
 // `pointwise`: 1x1, stride 1, one group: a GEMM out[oc][p] = W[oc][:] . X[:][p].
@@ -13,19 +14,6 @@
 // k-major, so each weight and input value is read from global memory once
 // per block (the multiply is gemm_block.wgsl's `block_fma`).
 // Grid: x = block of 64 pixels, y = block of 64 output channels.
-
-struct Params {
-    in_c: u32, in_h: u32, in_w: u32, out_c: u32,
-    out_h: u32, out_w: u32, k_h: u32, k_w: u32,
-    stride_h: u32, stride_w: u32, pad_t: u32, pad_l: u32,
-    groups: u32, _pad0: u32, act_min: f32, act_max: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
 fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -37,7 +25,7 @@ fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     let cin_g = p.in_c / p.groups;
     let cout_g = p.out_c / p.groups;
     let g = oc / cout_g;
-    var acc = b[oc];
+    var acc = f32(b[oc]);
     for (var ic = 0u; ic < cin_g; ic = ic + 1u) {
         let xc = (g * cin_g + ic) * p.in_h * p.in_w;
         let wc = (oc * cin_g + ic) * p.k_h * p.k_w;
@@ -47,11 +35,11 @@ fn direct(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var kx = 0u; kx < p.k_w; kx = kx + 1u) {
                 let ix = i32(ox * p.stride_w + kx) - i32(p.pad_l);
                 if (ix < 0 || ix >= i32(p.in_w)) { continue; }
-                acc = acc + w[wc + ky * p.k_w + kx] * x[xc + u32(iy) * p.in_w + u32(ix)];
+                acc = acc + f32(w[wc + ky * p.k_w + kx]) * f32(x[xc + u32(iy) * p.in_w + u32(ix)]);
             }
         }
     }
-    y[oc * p.out_h * p.out_w + pix] = clamp(acc, p.act_min, p.act_max);
+    y[oc * p.out_h * p.out_w + pix] = Out(clamp(acc, p.act_min, p.act_max));
 }
 
 @compute @workgroup_size(16, 16)
@@ -67,11 +55,11 @@ fn pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
             // W: consecutive threads read consecutive k of one output channel.
             let wr = e / SLICE;
             let wk = e % SLICE;
-            a_tile[wk][wr] = select(0.0, w[(oc0 + wr) * p.in_c + k0 + wk], oc0 + wr < p.out_c && k0 + wk < p.in_c);
+            a_tile[wk][wr] = select(0.0, f32(w[(oc0 + wr) * p.in_c + k0 + wk]), oc0 + wr < p.out_c && k0 + wk < p.in_c);
             // X: consecutive threads read consecutive pixels of one channel.
             let xk = e / BLOCK;
             let xp = e % BLOCK;
-            b_tile[xk][xp] = select(0.0, x[(k0 + xk) * pixels + p0 + xp], k0 + xk < p.in_c && p0 + xp < pixels);
+            b_tile[xk][xp] = select(0.0, f32(x[(k0 + xk) * pixels + p0 + xp]), k0 + xk < p.in_c && p0 + xp < pixels);
         }
         workgroupBarrier();
         block_fma(&acc, lid);
@@ -82,7 +70,7 @@ fn pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
         for (var j = 0u; j < 4u; j = j + 1u) {
             let pix = p0 + lid.x + 16u * j;
             if (pix < pixels && oc < p.out_c) {
-                y[oc * pixels + pix] = clamp(acc[a][j] + b[oc], p.act_min, p.act_max);
+                y[oc * pixels + pix] = Out(clamp(acc[a][j] + f32(b[oc]), p.act_min, p.act_max));
             }
         }
     }

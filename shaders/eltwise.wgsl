@@ -1,4 +1,5 @@
-// Element-wise operators on flat f32 tensors, one thread per element,
+// Element-wise operators on flat tensors stored as `In`/`Out` (f32 or f16,
+// set at load time), computed in f32; one thread per element,
 // workgroups of 256 laid out in 2-D when the tensor is large.
 // `unary`: op 0 clamp(x, lo, hi) (Relu, Relu6, Clip), 1 sigmoid,
 // 2 hard-swish x * relu6(x + 3) / 6, 3 hard-sigmoid clamp(alpha x + beta, 0, 1).
@@ -12,9 +13,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<In>;
+@group(0) @binding(2) var<storage, read> b: array<In>;
+@group(0) @binding(3) var<storage, read_write> out: array<Out>;
 
 fn index(gid: vec3<u32>) -> u32 {
     return gid.y * p.row + gid.x;
@@ -24,7 +25,7 @@ fn index(gid: vec3<u32>) -> u32 {
 fn unary(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i >= p.len) { return; }
-    let v = a[i];
+    let v = f32(a[i]);
     var r = v;
     switch p.op {
         case 0u: { r = clamp(v, p.lo, p.hi); }
@@ -32,7 +33,7 @@ fn unary(@builtin(global_invocation_id) gid: vec3<u32>) {
         case 2u: { r = v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
         default: { r = clamp(p.alpha * v + p.beta, 0.0, 1.0); }
     }
-    out[i] = r;
+    out[i] = Out(r);
 }
 
 @compute @workgroup_size(256)
@@ -46,8 +47,8 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>) {
         j = i / p.plane;
     }
     if (p.op == 0u) {
-        out[i] = a[i] + b[j];
+        out[i] = Out(f32(a[i]) + f32(b[j]));
     } else {
-        out[i] = a[i] * b[j];
+        out[i] = Out(f32(a[i]) * f32(b[j]));
     }
 }

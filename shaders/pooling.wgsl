@@ -1,4 +1,6 @@
-// Pooling, NCHW f32, batch 1.
+// Pooling, NCHW, batch 1; stored as `In`/`Out` (f32 or f16, set at load
+// time: the encoder's pools are In = Out, the patch features' 3x3 average
+// reads the encoder's precision and writes f32), summed in f32.
 // `pool`: average (op 0) or max (op 1) over a k_h x k_w window with stride
 // and padding; the average divides by the full window when count_pad = 1
 // (torch's default, and PatchCore's 3x3 local average) or by the valid
@@ -14,8 +16,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<In>;
+@group(0) @binding(2) var<storage, read_write> y: array<Out>;
 
 @compute @workgroup_size(64)
 fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -33,7 +35,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var kx = 0u; kx < p.k_w; kx = kx + 1u) {
             let ix = i32(ox * p.stride_w + kx) - i32(p.pad_l);
             if (ix < 0 || ix >= i32(p.in_w)) { continue; }
-            let v = x[(c * p.in_h + u32(iy)) * p.in_w + u32(ix)];
+            let v = f32(x[(c * p.in_h + u32(iy)) * p.in_w + u32(ix)]);
             if (p.op == 1u) { acc = max(acc, v); } else { acc = acc + v; }
             n = n + 1.0;
         }
@@ -42,7 +44,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (p.count_pad == 1u) { n = f32(p.k_h * p.k_w); }
         acc = acc / max(n, 1.0);
     }
-    y[c * p.out_h * p.out_w + pix] = acc;
+    y[c * p.out_h * p.out_w + pix] = Out(acc);
 }
 
 var<workgroup> partial: array<f32, 64>;
@@ -53,7 +55,7 @@ fn global_avg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     let plane = p.in_h * p.in_w;
     var acc = 0.0;
     for (var i = lid.x; i < plane; i = i + 64u) {
-        acc = acc + x[c * plane + i];
+        acc = acc + f32(x[c * plane + i]);
     }
     partial[lid.x] = acc;
     workgroupBarrier();
@@ -61,5 +63,5 @@ fn global_avg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         if (lid.x < s) { partial[lid.x] = partial[lid.x] + partial[lid.x + s]; }
         workgroupBarrier();
     }
-    if (lid.x == 0u) { y[c] = partial[0] / f32(plane); }
+    if (lid.x == 0u) { y[c] = Out(partial[0] / f32(plane)); }
 }

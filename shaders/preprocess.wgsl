@@ -1,6 +1,7 @@
 // Preprocess: region-of-interest crop + antialiased bilinear resize + normalise,
 // from the raw frame bytes (RGB8, GREY8 or YUYV, packed 4 per u32) to the
-// encoder input, f32 NCHW. Two passes, as on the CPU (src/preprocess.rs):
+// encoder input, NCHW, stored as `Out` (the encoder's precision, f32 or f16,
+// set at load time); computed in f32. Two passes, as on the CPU (src/preprocess.rs):
 // `horizontal` resamples each ROI row to the output width into `tmp`
 // (roi_h x out_w x 3, values in [0,1]); `vertical` resamples columns and
 // normalises. Each output value is a weighted sum over a short span of
@@ -20,7 +21,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> spans: array<u32>;     // (start, n) per output column, then per output row
 @group(0) @binding(3) var<storage, read> weights: array<f32>;   // column weights, then row weights
 @group(0) @binding(4) var<storage, read_write> tmp: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<Out>;
 
 fn byte_at(i: u32) -> u32 {
     return (frame[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;
@@ -82,7 +83,7 @@ fn vertical(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let plane = p.out_h * p.out_w;
     let o = y * p.out_w + x;
-    out[o] = (acc.x - p.mean.x) * p.inv_std.x;
-    out[plane + o] = (acc.y - p.mean.y) * p.inv_std.y;
-    out[2u * plane + o] = (acc.z - p.mean.z) * p.inv_std.z;
+    out[o] = Out((acc.x - p.mean.x) * p.inv_std.x);
+    out[plane + o] = Out((acc.y - p.mean.y) * p.inv_std.y);
+    out[2u * plane + o] = Out((acc.z - p.mean.z) * p.inv_std.z);
 }

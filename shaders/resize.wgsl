@@ -1,4 +1,6 @@
-// Resampling and layout, f32.
+// Resampling and layout; stored as `In`/`Out` (f32 or f16, set at load
+// time: the encoder's Resize and Concat use its precision, the patch
+// features and the map are f32), interpolated in f32.
 // `bilinear`: NCHW bilinear resize with half-pixel centres and edge clamp
 // (ONNX Resize half_pixel / torch align_corners=False), one thread per output
 // value; grid x = pixel, y = channel.
@@ -15,8 +17,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<In>;
+@group(0) @binding(2) var<storage, read_write> y: array<Out>;
 
 fn src_coord(o: u32, inv_scale: f32) -> f32 {
     return max((f32(o) + 0.5) * inv_scale - 0.5, 0.0);
@@ -38,9 +40,9 @@ fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
     let fy = sy - f32(y0);
     let fx = sx - f32(x0);
     let base = c * p.in_h * p.in_w;
-    let top = x[base + y0 * p.in_w + x0] * (1.0 - fx) + x[base + y0 * p.in_w + x1] * fx;
-    let bot = x[base + y1 * p.in_w + x0] * (1.0 - fx) + x[base + y1 * p.in_w + x1] * fx;
-    y[c * p.out_h * p.out_w + pix] = top * (1.0 - fy) + bot * fy;
+    let top = f32(x[base + y0 * p.in_w + x0]) * (1.0 - fx) + f32(x[base + y0 * p.in_w + x1]) * fx;
+    let bot = f32(x[base + y1 * p.in_w + x0]) * (1.0 - fx) + f32(x[base + y1 * p.in_w + x1]) * fx;
+    y[c * p.out_h * p.out_w + pix] = Out(top * (1.0 - fy) + bot * fy);
 }
 
 @compute @workgroup_size(64)
@@ -49,12 +51,12 @@ fn to_patches(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.y;
     let cells = p.in_h * p.in_w;
     if (cell >= cells || c >= p.c) { return; }
-    y[cell * p.dim + p.offset + c] = x[c * cells + cell];
+    y[cell * p.dim + p.offset + c] = Out(x[c * cells + cell]);
 }
 
 @compute @workgroup_size(256)
 fn copy(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     if (i >= p.len) { return; }
-    y[p.offset + i] = x[i];
+    y[p.offset + i] = Out(x[i]);
 }

@@ -103,12 +103,27 @@ pub struct EngineConfig {
     /// CPU threads for the CPU engine; 0 means one per core.
     #[serde(default)]
     pub threads: usize,
+    /// Storage precision of the GPU engine's activations and weights.
+    #[serde(default)]
+    pub gpu_precision: GpuPrecision,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { kind: EngineChoice::Auto, threads: 0 }
+        EngineConfig { kind: EngineChoice::Auto, threads: 0, gpu_precision: GpuPrecision::Auto }
     }
+}
+
+/// What the GPU engine stores activations and weights in. Arithmetic is f32
+/// either way; the anomaly search is f32 either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuPrecision {
+    /// f16 where the adapter has shader-f16, else f32.
+    #[default]
+    Auto,
+    F16,
+    F32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,7 +47,7 @@ pub fn load_model(cfg: &Config, ov: &Overrides) -> Result<(Arc<Contract>, Vec<Ta
 
 /// Engine specification from the configuration.
 pub fn engine_spec(cfg: &Config, contract: Arc<Contract>, taps: Vec<TapSpec>) -> EngineSpec {
-    EngineSpec { contract, taps, blur_sigma: cfg.scoring.blur_sigma, threads: cfg.engine.threads }
+    EngineSpec { contract, taps, blur_sigma: cfg.scoring.blur_sigma, threads: cfg.engine.threads, gpu_precision: cfg.engine.gpu_precision }
 }
 
 /// The engine choice after overrides.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::anomaly::{PatchFeatures, Rect};
-use crate::config::EngineChoice;
+use crate::config::{EngineChoice, GpuPrecision};
 use crate::frame::{Frame, FrameError};
 use crate::model::{Contract, TapSpec};
 
@@ -44,6 +44,8 @@ pub struct EngineSpec {
     pub blur_sigma: f32,
     /// CPU threads (0: one per core).
     pub threads: usize,
+    /// Storage precision on the GPU (the CPU engine is f32).
+    pub gpu_precision: GpuPrecision,
 }
 
 /// Wall time of each stage of one frame.

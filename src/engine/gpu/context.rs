@@ -7,6 +7,7 @@ use serde::Serialize;
 use wgpu::util::DeviceExt;
 
 use super::GpuError;
+use crate::config::GpuPrecision;
 
 /// One adapter as `lineguard devices` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -68,19 +69,70 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
     ranked_adapters().iter().map(summarize).collect()
 }
 
+/// The element type of the encoder's tensors (activations and weights) in
+/// GPU memory. Arithmetic is f32 in every kernel; f16 halves the bytes each
+/// layer reads and writes, which is what bounds these kernels on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    /// The WGSL scalar type.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// `values` as this precision's little-endian bytes (f16: round to nearest even).
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Precision::F32 => bytemuck::cast_slice(values).to_vec(),
+            Precision::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        }
+    }
+
+    /// Bytes written by the GPU in this precision, as f32.
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Precision::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect(),
+            Precision::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.wgsl())
+    }
+}
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
     pub timestamps: bool,
+    /// What the encoder's tensors are stored in on this device.
+    pub precision: Precision,
     /// The first uncaptured device error, if any (checked after each submission).
     error: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
     /// Opens the best adapter; with `hardware_only` a CPU implementation
-    /// (lavapipe, llvmpipe, WARP) is refused.
-    pub fn new(hardware_only: bool) -> Result<GpuContext, GpuError> {
+    /// (lavapipe, llvmpipe, WARP) is refused. `precision`: f16 needs the
+    /// adapter's shader-f16 (auto falls back to f32 without it).
+    pub fn new(hardware_only: bool, precision: GpuPrecision) -> Result<GpuContext, GpuError> {
         let Some(adapter) = ranked_adapters().into_iter().next() else {
             return Err(GpuError::NoAdapter(
                 "wgpu found no adapter: install a Vulkan driver (on Debian without a GPU: mesa-vulkan-drivers libvulkan1)".into(),
@@ -91,9 +143,19 @@ impl GpuContext {
             return Err(GpuError::NoAdapter(format!("no hardware GPU (the best adapter is {} {})", summary.device_type, summary.name)));
         }
         let timestamps = summary.timestamp_queries;
+        let precision = match (precision, summary.shader_f16) {
+            (GpuPrecision::F32, _) | (GpuPrecision::Auto, false) => Precision::F32,
+            (GpuPrecision::F16, true) | (GpuPrecision::Auto, true) => Precision::F16,
+            (GpuPrecision::F16, false) => {
+                return Err(GpuError::NoAdapter(format!("gpu_precision = \"f16\" but {} has no shader-f16; use \"auto\" or \"f32\"", summary.name)));
+            }
+        };
         let mut required_features = wgpu::Features::empty();
         if timestamps {
             required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if precision == Precision::F16 {
+            required_features |= wgpu::Features::SHADER_F16;
         }
         let al = adapter.limits();
         let limits = wgpu::Limits {
@@ -121,7 +183,7 @@ impl GpuContext {
                 *g = Some(e.to_string());
             }
         }));
-        Ok(GpuContext { device, queue, adapter: summary, timestamps, error })
+        Ok(GpuContext { device, queue, adapter: summary, timestamps, precision, error })
     }
 
     /// Fails with the first device error since the last check.
@@ -200,11 +262,16 @@ impl GpuContext {
 
     /// Reads f32 values from a storage buffer (copy, submit, map). For tests and enrollment.
     pub fn read_f32(&self, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>, GpuError> {
-        let bytes = (count * 4) as u64;
+        self.read_values(src, count, Precision::F32)
+    }
+
+    /// Reads `count` values stored in `precision`, as f32.
+    pub fn read_values(&self, src: &wgpu::Buffer, count: usize, precision: Precision) -> Result<Vec<f32>, GpuError> {
+        let bytes = (count * precision.bytes()) as u64;
         let rb = self.readback("read_f32", bytes);
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read_f32") });
         enc.copy_buffer_to_buffer(src, 0, &rb, 0, bytes.max(4).next_multiple_of(4));
         self.queue.submit([enc.finish()]);
-        Ok(bytemuck::cast_slice(&self.read(&rb, bytes)?).to_vec())
+        Ok(precision.decode(&self.read(&rb, bytes)?))
     }
 }

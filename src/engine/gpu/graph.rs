@@ -8,7 +8,8 @@
 //! dilation 1), Add, Mul (same shape, per channel or scalar), Clip, Relu,
 //! Sigmoid, HardSigmoid, HardSwish, GlobalAveragePool, AveragePool, MaxPool,
 //! Resize (linear, half_pixel), Concat (channels), Identity. A Clip or Relu
-//! right after a Conv is fused into it.
+//! right after a Conv is fused into it. Tensors and weights are stored in
+//! the device's precision (f16 where the adapter has shader-f16).
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,11 +18,12 @@ use tract_onnx::prelude::*;
 
 use super::GpuError;
 use super::context::GpuContext;
-use super::kernels::{ConvParams, EltwiseParams, Kernels, PoolParams, ResizeParams, Step, div_up, flat_groups};
+use super::kernels::{ConvParams, DEPTHWISE_SPAN, DEPTHWISE_TILE, EltwiseParams, Kernels, PoolParams, ResizeParams, Step, div_up, flat_groups};
 use crate::model::Contract;
 use crate::model::onnx_build::FLOAT;
 
-/// A planned tensor: its buffer and shape (channels, height, width).
+/// A planned tensor: its buffer (in the device's precision) and shape
+/// (channels, height, width).
 pub struct Value {
     pub buffer: wgpu::Buffer,
     pub shape: [usize; 3],
@@ -51,9 +53,11 @@ impl EncoderPlan {
     /// parity tests and diagnostics.
     pub fn run(&self, ctx: &GpuContext, input: &[f32]) -> Result<Vec<Vec<f32>>, GpuError> {
         assert_eq!(input.len(), self.input.len(), "input length");
-        ctx.queue.write_buffer(&self.input.buffer, 0, bytemuck::cast_slice(input));
+        let mut bytes = ctx.precision.encode(input);
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        ctx.queue.write_buffer(&self.input.buffer, 0, &bytes);
         ctx.run(&self.steps.iter().collect::<Vec<_>>());
-        self.taps.iter().map(|t| ctx.read_f32(&t.buffer, t.len())).collect()
+        self.taps.iter().map(|t| ctx.read_values(&t.buffer, t.len(), ctx.precision)).collect()
     }
 }
 
@@ -116,7 +120,8 @@ impl Planner<'_> {
     fn output(&mut self, n: &pb::NodeProto) -> Result<std::sync::Arc<Value>, GpuError> {
         let name = &n.output[0];
         let shape = *self.facts.get(name).ok_or_else(|| self.unsupported(n, &format!("no 4-D shape for output '{name}'")))?;
-        let v = std::sync::Arc::new(Value { buffer: self.ctx.storage(name, (shape.iter().product::<usize>() * 4) as u64), shape });
+        let bytes = shape.iter().product::<usize>() * self.ctx.precision.bytes();
+        let v = std::sync::Arc::new(Value { buffer: self.ctx.storage(name, bytes as u64), shape });
         self.values.insert(name.clone(), v.clone());
         Ok(v)
     }
@@ -172,12 +177,17 @@ impl Planner<'_> {
             act_min: act.0,
             act_max: act.1,
         };
-        let wb = self.ctx.storage_init(&format!("{}.weight", n.name), bytemuck::cast_slice(&w));
-        let bb = self.ctx.storage_init(&format!("{}.bias", n.name), bytemuck::cast_slice(&b));
+        let wb = self.ctx.storage_init(&format!("{}.weight", n.name), &self.ctx.precision.encode(&w));
+        let bb = self.ctx.storage_init(&format!("{}.bias", n.name), &self.ctx.precision.encode(&b));
         let pixels = (yh * yw) as u32;
+        let window_fits = |s: i64, k: usize| (DEPTHWISE_TILE - 1) * s as usize + k <= DEPTHWISE_SPAN;
         let step = if kh == 1 && kw == 1 && strides == [1, 1] && pad_t == 0 && pad_l == 0 && group == 1 {
             self.count("Conv(pointwise)");
             self.k.conv_pointwise.step(self.ctx, &p, &[&x.buffer, &wb, &bb, &y.buffer], (div_up(pixels, 64), div_up(oc as u32, 64), 1))
+        } else if group == ic && group > 1 && oc % ic == 0 && window_fits(strides[0], kh) && window_fits(strides[1], kw) {
+            self.count("Conv(depthwise)");
+            let tile = DEPTHWISE_TILE as u32;
+            self.k.conv_depthwise.step(self.ctx, &p, &[&x.buffer, &wb, &bb, &y.buffer], (div_up(yw as u32, tile), div_up(yh as u32, tile), oc as u32))
         } else {
             self.count(if group > 1 { "Conv(grouped)" } else { "Conv(direct)" });
             self.k.conv_direct.step(self.ctx, &p, &[&x.buffer, &wb, &bb, &y.buffer], (div_up(pixels, 64), oc as u32, 1))
@@ -202,7 +212,7 @@ impl Planner<'_> {
             Some(v) => (None, v.len()),
             None => {
                 let c = self.init(&n.input[1]).ok_or_else(|| self.unsupported(n, "second input is neither computed nor a float32 initializer"))?;
-                (Some(self.ctx.storage_init(&n.input[1], bytemuck::cast_slice(&c))), c.len())
+                (Some(self.ctx.storage_init(&n.input[1], &self.ctx.precision.encode(&c))), c.len())
             }
         };
         let plane = a.shape[1] * a.shape[2];
@@ -289,7 +299,7 @@ impl Planner<'_> {
                 // Scales from the `scales` input when given (ONNX uses them, not the size ratio).
                 let scales = n.input.get(2).filter(|s| !s.is_empty()).and_then(|s| self.init(s)).filter(|v| v.len() == 4).map(|v| (v[2], v[3]));
                 let p = ResizeParams::bilinear(x.shape[0], (x.shape[1], x.shape[2]), (y.shape[1], y.shape[2]), scales);
-                self.steps.push(self.k.bilinear.step(self.ctx, &p, &[&x.buffer, &y.buffer], (div_up((y.shape[1] * y.shape[2]) as u32, 64), y.shape[0] as u32, 1)));
+                self.steps.push(self.k.resize.step(self.ctx, &p, &[&x.buffer, &y.buffer], (div_up((y.shape[1] * y.shape[2]) as u32, 64), y.shape[0] as u32, 1)));
                 self.count("Resize");
                 Ok(())
             }
@@ -390,7 +400,7 @@ pub fn plan_model(
     }
     let consumers = |v: &str| graph.node.iter().filter(|n| needed.contains(n.name.as_str()) && n.input.iter().any(|i| i == v)).count();
 
-    let in_buf = ctx.storage("image", (ic * ih * iw * 4) as u64);
+    let in_buf = ctx.storage("image", (ic * ih * iw * ctx.precision.bytes()) as u64);
     let mut p = Planner {
         ctx,
         k,

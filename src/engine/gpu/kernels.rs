@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Precision};
 
 /// A pipeline and the layout of its bind group: binding 0 is the uniform
 /// parameters, then storage buffers in order (`true` = read-only).
@@ -83,6 +83,11 @@ impl Step {
     }
 }
 
+/// depthwise.wgsl's output tile side and the largest input window side it
+/// can stage: (TILE - 1) * stride + k must be at most SPAN.
+pub const DEPTHWISE_TILE: usize = 16;
+pub const DEPTHWISE_SPAN: usize = 36;
+
 pub fn div_up(n: u32, d: u32) -> u32 {
     n.div_ceil(d)
 }
@@ -144,11 +149,14 @@ impl ResizeParams {
 params!(KnnParams { queries: u32, rows: u32, dim: u32, chunk_rows: u32, chunks: u32, _pad0: u32, _pad1: u32, _pad2: u32 });
 params!(MapParams { gh: u32, gw: u32, h: u32, w: u32, radius: u32, _pad0: u32, _pad1: u32, _pad2: u32 });
 
-/// The WGSL sources, embedded at build time; gemm_block.wgsl is prepended
-/// to the two kernels that use it (WGSL has no includes).
-pub const SOURCES: [(&str, &str); 7] = [
+/// The WGSL sources, embedded at build time; gemm_block.wgsl and
+/// conv_params.wgsl are prepended to the kernels that use them (WGSL has no
+/// includes). Shaders that hold tensors name their storage types `In` and
+/// `Out`; `source` defines them.
+pub const SOURCES: [(&str, &str); 8] = [
     ("preprocess", include_str!("../../../shaders/preprocess.wgsl")),
-    ("conv", concat!(include_str!("../../../shaders/gemm_block.wgsl"), include_str!("../../../shaders/conv.wgsl"))),
+    ("conv", concat!(include_str!("../../../shaders/conv_params.wgsl"), include_str!("../../../shaders/gemm_block.wgsl"), include_str!("../../../shaders/conv.wgsl"))),
+    ("depthwise", concat!(include_str!("../../../shaders/conv_params.wgsl"), include_str!("../../../shaders/depthwise.wgsl"))),
     ("eltwise", include_str!("../../../shaders/eltwise.wgsl")),
     ("pooling", include_str!("../../../shaders/pooling.wgsl")),
     ("resize", include_str!("../../../shaders/resize.wgsl")),
@@ -156,18 +164,33 @@ pub const SOURCES: [(&str, &str); 7] = [
     ("map", include_str!("../../../shaders/map.wgsl")),
 ];
 
+/// A shader's source with its storage types: `In` for what it reads, `Out`
+/// for what it writes (and `enable f16;` when either is f16).
+pub fn source(name: &str, input: Precision, output: Precision) -> String {
+    let src = SOURCES.iter().find(|s| s.0 == name).unwrap_or_else(|| panic!("no shader {name}")).1;
+    let enable = if input == Precision::F16 || output == Precision::F16 { "enable f16;\n" } else { "" };
+    format!("{enable}alias In = {};\nalias Out = {};\n{src}", input.wgsl(), output.wgsl())
+}
+
+/// Every pipeline, for one device. The encoder's kernels (`conv_*`, `unary`,
+/// `binary`, `pool`, `global_avg`, `resize`, `copy`) and the preprocessing's
+/// output use the device's precision; `tap_pool` turns the taps into f32, and
+/// from there on (patch features, search, map) everything is f32.
 pub struct Kernels {
     pub pre_horizontal: Arc<Kernel>,
     pub pre_vertical: Arc<Kernel>,
     pub conv_direct: Arc<Kernel>,
     pub conv_pointwise: Arc<Kernel>,
+    pub conv_depthwise: Arc<Kernel>,
     pub unary: Arc<Kernel>,
     pub binary: Arc<Kernel>,
     pub pool: Arc<Kernel>,
     pub global_avg: Arc<Kernel>,
+    pub resize: Arc<Kernel>,
+    pub copy: Arc<Kernel>,
+    pub tap_pool: Arc<Kernel>,
     pub bilinear: Arc<Kernel>,
     pub to_patches: Arc<Kernel>,
-    pub copy: Arc<Kernel>,
     pub knn_partial: Arc<Kernel>,
     pub knn_finalize: Arc<Kernel>,
     pub blur_h: Arc<Kernel>,
@@ -177,24 +200,30 @@ pub struct Kernels {
 
 impl Kernels {
     pub fn new(ctx: &GpuContext) -> Kernels {
-        let m = |name: &str| {
-            let src = SOURCES.iter().find(|s| s.0 == name).expect("known shader").1;
+        let m = |name: &str, input: Precision, output: Precision| {
+            let src = source(name, input, output);
             ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(src.into()) })
         };
-        let (pre, conv, elt, pool, resize, knn, map) = (m("preprocess"), m("conv"), m("eltwise"), m("pooling"), m("resize"), m("knn"), m("map"));
+        let (act, f32) = (ctx.precision, Precision::F32);
+        let (pre, conv, depthwise) = (m("preprocess", f32, act), m("conv", act, act), m("depthwise", act, act));
+        let (elt, pool, tap_pool) = (m("eltwise", act, act), m("pooling", act, act), m("pooling", act, f32));
+        let (resize, resize_f32, knn, map) = (m("resize", act, act), m("resize", f32, f32), m("knn", f32, f32), m("map", f32, f32));
         let k = |module: &wgpu::ShaderModule, label: &'static str, entry: &str, ro: &[bool]| Arc::new(Kernel::new(ctx, module, label, entry, ro));
         Kernels {
             pre_horizontal: k(&pre, "preprocess.horizontal", "horizontal", &[true, true, true, false, false]),
             pre_vertical: k(&pre, "preprocess.vertical", "vertical", &[true, true, true, false, false]),
             conv_direct: k(&conv, "conv.direct", "direct", &[true, true, true, false]),
             conv_pointwise: k(&conv, "conv.pointwise", "pointwise", &[true, true, true, false]),
+            conv_depthwise: k(&depthwise, "depthwise.depthwise", "depthwise", &[true, true, true, false]),
             unary: k(&elt, "eltwise.unary", "unary", &[true, true, false]),
             binary: k(&elt, "eltwise.binary", "binary", &[true, true, false]),
             pool: k(&pool, "pooling.pool", "pool", &[true, false]),
             global_avg: k(&pool, "pooling.global_avg", "global_avg", &[true, false]),
-            bilinear: k(&resize, "resize.bilinear", "bilinear", &[true, false]),
-            to_patches: k(&resize, "resize.to_patches", "to_patches", &[true, false]),
+            resize: k(&resize, "resize.bilinear", "bilinear", &[true, false]),
             copy: k(&resize, "resize.copy", "copy", &[true, false]),
+            tap_pool: k(&tap_pool, "pooling.tap_pool", "pool", &[true, false]),
+            bilinear: k(&resize_f32, "resize.bilinear_f32", "bilinear", &[true, false]),
+            to_patches: k(&resize_f32, "resize.to_patches", "to_patches", &[true, false]),
             knn_partial: k(&knn, "knn.partial_min", "partial_min", &[true, true, true, false, false]),
             knn_finalize: k(&knn, "knn.finalize", "finalize", &[true, true, true, false, false]),
             blur_h: k(&map, "map.blur_h", "blur_h", &[true, true, false]),
@@ -234,12 +263,17 @@ mod tests {
     }
 
     #[test]
-    fn every_shader_parses_and_validates() {
-        for (name, src) in SOURCES {
-            let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
+    fn every_shader_parses_and_validates_in_both_precisions() {
+        use Precision::{F16, F32};
+        for (name, _) in SOURCES {
+            for (input, output) in [(F32, F32), (F16, F16), (F16, F32), (F32, F16)] {
+                let src = source(name, input, output);
+                let at = |e: String| format!("{name}.wgsl ({input} -> {output}): {e}");
+                let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", at(e.emit_to_string(&src))));
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{}", at(format!("{e:?}"))));
+            }
         }
     }
 }

@@ -10,9 +10,12 @@
 //! Only the map and the score are read back. Pipelines, buffers and bind
 //! groups are made when the model loads (the preprocessing ones when a new
 //! frame geometry first appears, the search ones when a bank is set); a frame
-//! costs an upload, the dispatches and a read-back. f32 throughout; shader-f16
-//! is reported but not used. Stage times come from timestamp queries where the
-//! adapter has them.
+//! costs an upload, the dispatches and a read-back. The encoder's tensors and
+//! weights are f16 where the adapter has shader-f16 (`gpu_precision`), f32
+//! otherwise; arithmetic is f32, and from the patch features on (search,
+//! map) everything is f32, because the distance |q|^2 + |b|^2 - 2 q.b
+//! cancels digits that f16 does not have. Stage times come from timestamp
+//! queries where the adapter has them.
 
 pub mod context;
 pub mod graph;
@@ -127,7 +130,7 @@ impl GpuEngine {
             GpuError::Device(reason) => EngineError::Load { path: path.clone(), engine: EngineKind::Gpu, reason },
             e => e.into_engine(&path),
         };
-        let ctx = GpuContext::new(hardware_only).map_err(fail)?;
+        let ctx = GpuContext::new(hardware_only, spec.gpu_precision).map_err(fail)?;
         let k = Kernels::new(&ctx);
         let names: Vec<String> = spec.taps.iter().map(|t| t.name.clone()).collect();
         let encoder = graph::plan(&ctx, &k, &spec.contract, &names).map_err(fail)?;
@@ -160,7 +163,7 @@ impl GpuEngine {
                 count_pad: 1,
                 ..Default::default()
             };
-            feature_steps.push(k.pool.step(&ctx, &pp, &[&t.buffer, &pooled], (div_up((h * w) as u32, 64), c as u32, 1)));
+            feature_steps.push(k.tap_pool.step(&ctx, &pp, &[&t.buffer, &pooled], (div_up((h * w) as u32, 64), c as u32, 1)));
             let on_grid = if (h, w) != grid {
                 let up = ctx.storage("tap.upsampled", (c * cells * 4) as u64);
                 let rp = ResizeParams::bilinear(c, (h, w), grid, None);
@@ -206,7 +209,7 @@ impl GpuEngine {
             (qs, resolve, rb)
         });
         ctx.check().map_err(fail)?;
-        tracing::info!(adapter = %ctx.adapter.name, kind = %ctx.adapter.device_type, dispatches = ?encoder.dispatches_by_op, "GPU engine planned");
+        tracing::info!(adapter = %ctx.adapter.name, kind = %ctx.adapter.device_type, precision = %ctx.precision, dispatches = ?encoder.dispatches_by_op, "GPU engine planned");
         Ok(GpuEngine {
             ctx,
             k,
@@ -235,7 +238,7 @@ impl GpuEngine {
         self.upload(frame, roi)?;
         self.ctx.queue.submit([self.record(1).finish()]);
         let input = &self.encoder.input;
-        self.ctx.read_f32(&input.buffer, input.len()).map_err(|e| e.into_engine(&frame.label()))
+        self.ctx.read_values(&input.buffer, input.len(), self.ctx.precision).map_err(|e| e.into_engine(&frame.label()))
     }
 
     /// Builds the preprocessing for this frame's geometry unless it is the last one's.
@@ -377,11 +380,12 @@ impl Engine for GpuEngine {
     fn description(&self) -> String {
         let a = &self.ctx.adapter;
         format!(
-            "gpu (wgpu {} on {} [{}], f32{}, {})",
+            "gpu (wgpu {} on {} [{}], encoder in {}{}, {})",
             a.backend,
             a.name,
             a.device_type,
-            if a.shader_f16 { "; shader-f16 available, unused" } else { "" },
+            self.ctx.precision,
+            if a.shader_f16 { "" } else { " (no shader-f16)" },
             if self.timestamps.is_some() { "stage times from timestamp queries" } else { "no timestamp queries" }
         )
     }
