@@ -66,7 +66,7 @@ const STAGES: usize = 5;
 /// 4 bytes: aligned frames go straight from the frame, others through
 /// `staging` with zero padding.
 fn write_padded(queue: &wgpu::Queue, buf: &wgpu::Buffer, offset: u64, data: &[u8], staging: &mut Vec<u8>) {
-    if data.len() % 4 == 0 {
+    if data.len().is_multiple_of(4) {
         queue.write_buffer(buf, offset, data);
     } else {
         staging.clear();
