@@ -10,7 +10,7 @@
 const TILE: u32 = 16u;
 // Window side the tile can stage: (TILE - 1) * stride + k <= SPAN (checked at plan time).
 const SPAN: u32 = 36u;
-var<workgroup> window: array<f32, 1296>;  // SPAN * SPAN
+var<workgroup> window: array<f32, SPAN * SPAN>;
 
 @compute @workgroup_size(16, 16)
 fn depthwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {

@@ -9,7 +9,7 @@
 //! Sigmoid, HardSigmoid, HardSwish, GlobalAveragePool, AveragePool, MaxPool,
 //! Resize (linear, half_pixel), Concat (channels), Identity. A Clip or Relu
 //! right after a Conv is fused into it. Tensors and weights are stored in
-//! the device's precision (f16 where the adapter has shader-f16).
+//! the device's precision (f32, or f16 as `gpu_precision` chooses).
 
 use std::collections::{HashMap, HashSet};
 
@@ -53,9 +53,7 @@ impl EncoderPlan {
     /// parity tests and diagnostics.
     pub fn run(&self, ctx: &GpuContext, input: &[f32]) -> Result<Vec<Vec<f32>>, GpuError> {
         assert_eq!(input.len(), self.input.len(), "input length");
-        let mut bytes = ctx.precision.encode(input);
-        bytes.resize(bytes.len().next_multiple_of(4), 0);
-        ctx.queue.write_buffer(&self.input.buffer, 0, &bytes);
+        super::write_padded(&ctx.queue, &self.input.buffer, 0, &ctx.precision.encode(input), &mut Vec::new());
         ctx.run(&self.steps.iter().collect::<Vec<_>>());
         self.taps.iter().map(|t| ctx.read_values(&t.buffer, t.len(), ctx.precision)).collect()
     }

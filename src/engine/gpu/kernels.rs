@@ -206,9 +206,22 @@ impl Kernels {
         };
         let (act, f32) = (ctx.precision, Precision::F32);
         let (pre, conv, depthwise) = (m("preprocess", f32, act), m("conv", act, act), m("depthwise", act, act));
-        let (elt, pool, tap_pool) = (m("eltwise", act, act), m("pooling", act, act), m("pooling", act, f32));
-        let (resize, resize_f32, knn, map) = (m("resize", act, act), m("resize", f32, f32), m("knn", f32, f32), m("map", f32, f32));
+        let (elt, pool_m, resize_m) = (m("eltwise", act, act), m("pooling", act, act), m("resize", act, act));
+        let (knn, map) = (m("knn", f32, f32), m("map", f32, f32));
         let k = |module: &wgpu::ShaderModule, label: &'static str, entry: &str, ro: &[bool]| Arc::new(Kernel::new(ctx, module, label, entry, ro));
+        let (pool, resize) = (k(&pool_m, "pooling.pool", "pool", &[true, false]), k(&resize_m, "resize.bilinear", "bilinear", &[true, false]));
+        // The f32 side (tap pooling, patch features, map upsampling): with an
+        // f32 encoder these are the encoder's own pipelines, not compiled twice.
+        let (tap_pool, bilinear, to_patches) = if act == f32 {
+            (pool.clone(), resize.clone(), k(&resize_m, "resize.to_patches", "to_patches", &[true, false]))
+        } else {
+            let resize_f32 = m("resize", f32, f32);
+            (
+                k(&m("pooling", act, f32), "pooling.tap_pool", "pool", &[true, false]),
+                k(&resize_f32, "resize.bilinear_f32", "bilinear", &[true, false]),
+                k(&resize_f32, "resize.to_patches", "to_patches", &[true, false]),
+            )
+        };
         Kernels {
             pre_horizontal: k(&pre, "preprocess.horizontal", "horizontal", &[true, true, true, false, false]),
             pre_vertical: k(&pre, "preprocess.vertical", "vertical", &[true, true, true, false, false]),
@@ -217,13 +230,13 @@ impl Kernels {
             conv_depthwise: k(&depthwise, "depthwise.depthwise", "depthwise", &[true, true, true, false]),
             unary: k(&elt, "eltwise.unary", "unary", &[true, true, false]),
             binary: k(&elt, "eltwise.binary", "binary", &[true, true, false]),
-            pool: k(&pool, "pooling.pool", "pool", &[true, false]),
-            global_avg: k(&pool, "pooling.global_avg", "global_avg", &[true, false]),
-            resize: k(&resize, "resize.bilinear", "bilinear", &[true, false]),
-            copy: k(&resize, "resize.copy", "copy", &[true, false]),
-            tap_pool: k(&tap_pool, "pooling.tap_pool", "pool", &[true, false]),
-            bilinear: k(&resize_f32, "resize.bilinear_f32", "bilinear", &[true, false]),
-            to_patches: k(&resize_f32, "resize.to_patches", "to_patches", &[true, false]),
+            pool,
+            global_avg: k(&pool_m, "pooling.global_avg", "global_avg", &[true, false]),
+            resize,
+            copy: k(&resize_m, "resize.copy", "copy", &[true, false]),
+            tap_pool,
+            bilinear,
+            to_patches,
             knn_partial: k(&knn, "knn.partial_min", "partial_min", &[true, true, true, false, false]),
             knn_finalize: k(&knn, "knn.finalize", "finalize", &[true, true, true, false, false]),
             blur_h: k(&map, "map.blur_h", "blur_h", &[true, true, false]),
@@ -260,6 +273,15 @@ mod tests {
         assert_eq!(std::mem::size_of::<ResizeParams>(), 48);
         assert_eq!(std::mem::size_of::<KnnParams>(), 32);
         assert_eq!(std::mem::size_of::<MapParams>(), 32);
+    }
+
+    /// The planner routes a depthwise conv to depthwise.wgsl only when its
+    /// window fits the shader's tile; both sides must use the same sizes.
+    #[test]
+    fn depthwise_tile_constants_match_the_shader() {
+        let src = SOURCES.iter().find(|s| s.0 == "depthwise").unwrap().1;
+        assert!(src.contains(&format!("const TILE: u32 = {DEPTHWISE_TILE}u;")), "depthwise.wgsl TILE != DEPTHWISE_TILE");
+        assert!(src.contains(&format!("const SPAN: u32 = {DEPTHWISE_SPAN}u;")), "depthwise.wgsl SPAN != DEPTHWISE_SPAN");
     }
 
     #[test]

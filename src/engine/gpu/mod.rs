@@ -11,8 +11,8 @@
 //! groups are made when the model loads (the preprocessing ones when a new
 //! frame geometry first appears, the search ones when a bank is set); a frame
 //! costs an upload, the dispatches and a read-back. The encoder's tensors and
-//! weights are f16 where the adapter has shader-f16 (`gpu_precision`), f32
-//! otherwise; arithmetic is f32, and from the patch features on (search,
+//! weights are f32, or f16 when `gpu_precision` asks for it ("f16", or
+//! "auto" on an adapter with shader-f16); arithmetic is f32, and from the patch features on (search,
 //! map) everything is f32, because the distance |q|^2 + |b|^2 - 2 q.b
 //! cancels digits that f16 does not have. Stage times come from timestamp
 //! queries where the adapter has them.
@@ -65,7 +65,7 @@ const STAGES: usize = 5;
 /// Writes `data` into `buf` at `offset`. Buffer writes must be a multiple of
 /// 4 bytes: aligned frames go straight from the frame, others through
 /// `staging` with zero padding.
-fn write_padded(queue: &wgpu::Queue, buf: &wgpu::Buffer, offset: u64, data: &[u8], staging: &mut Vec<u8>) {
+pub(super) fn write_padded(queue: &wgpu::Queue, buf: &wgpu::Buffer, offset: u64, data: &[u8], staging: &mut Vec<u8>) {
     if data.len().is_multiple_of(4) {
         queue.write_buffer(buf, offset, data);
     } else {
