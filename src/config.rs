@@ -434,12 +434,7 @@ impl Config {
 
     /// Parses `text` as if read from `path` (used for messages and relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let parse_err = |key: String, message: String| ConfigError::Parse { path: path.into(), key, message };
-        let de = toml::de::Deserializer::parse(text).map_err(|e| parse_err("(syntax)".into(), e.to_string()))?;
-        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            parse_err(key, e.into_inner().to_string().trim().replace('\n', " "))
-        })?;
+        let mut cfg: Config = parse_toml(text, path)?;
         cfg.source = path.into();
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = cfg.base_dir.clone();
@@ -563,6 +558,16 @@ impl Config {
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+/// Deserializes TOML `text` (read from `path`); an error names the file and the key.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    let parse_err = |key: String, message: String| ConfigError::Parse { path: path.into(), key, message };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| parse_err("(syntax)".into(), e.to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        parse_err(key, e.into_inner().to_string().trim().replace('\n', " "))
+    })
 }
 
 #[cfg(test)]

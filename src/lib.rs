@@ -22,5 +22,7 @@ pub mod heatmap;
 pub mod progress;
 pub mod publish;
 pub mod station;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod verdict;
 pub mod watch;

@@ -41,6 +41,9 @@ enum Command {
     Eval(EvalArgs),
     /// Per-stage latency over many frames.
     Bench(BenchArgs),
+    /// Adapt the encoder to the station: contrastive pretraining, fine-tuning, export to ONNX.
+    #[cfg(feature = "train")]
+    Train(train_cli::TrainCmd),
     /// Run the station: capture, inspect, publish verdicts (the service).
     Run(RunArgs),
     /// Write generated parts of the simulated line as PNG files (demo, enrollment).
@@ -203,6 +206,13 @@ struct EvalArgs {
     /// Example heatmaps per defect kind in the report.
     #[arg(long, default_value_t = 3)]
     heatmaps_per_kind: usize,
+    /// Move this many defect images per kind out of each test split (into a
+    /// few-shot training split that `--train finetune` uses); they are not scored.
+    #[arg(long, default_value_t = 0)]
+    fewshot: usize,
+    #[cfg(feature = "train")]
+    #[command(flatten)]
+    train: train_cli::EvalTrainArgs,
 }
 
 #[derive(Args)]
@@ -225,6 +235,9 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
 }
+
+#[cfg(feature = "train")]
+mod train_cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -265,6 +278,8 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Inspect(a) => inspect_command(a),
         Command::Eval(a) => eval_command(a),
         Command::Bench(a) => bench_command(a),
+        #[cfg(feature = "train")]
+        Command::Train(a) => train_cli::train_command(a),
         Command::Run(a) => {
             let ov = Overrides { model: a.station.model.clone(), engine: a.station.engine, recipe: a.recipe.clone(), bank: None };
             lineguard::daemon::run(&a.station.config, ov, None)?;
@@ -383,15 +398,32 @@ fn inspect_command(a: InspectArgs) -> Result<ExitCode> {
 fn eval_command(a: EvalArgs) -> Result<ExitCode> {
     let (cfg, ov) = a.station.load()?;
     let (contract, taps) = station::load_model(&cfg, &ov)?;
-    let mut eng = engine::create(station::engine_choice(&cfg, &ov), &station::engine_spec(&cfg, contract.clone(), taps))?;
     let params = EnrollParams::from_config(&cfg, None);
     let opts = EvalOptions {
         categories: a.categories,
         report_dir: a.report.clone(),
         heatmaps_per_kind: a.heatmaps_per_kind,
         scoring: cfg.scoring.clone(),
+        fewshot: a.fewshot,
     };
-    let r = eval::evaluate(eng.as_mut(), &contract, &a.data, &params, &opts, &Progress::stderr())?;
+    let make_engine = |c: &Contract| engine::create(station::engine_choice(&cfg, &ov), &station::engine_spec(&cfg, std::sync::Arc::new(c.clone()), taps.clone()));
+    #[cfg(feature = "train")]
+    let mut trained = train_cli::trained_encoders(&a.train, &cfg, &contract, &make_engine)?;
+    let mut station_encoder;
+    let source: &mut dyn eval::EncoderSource = {
+        #[cfg(feature = "train")]
+        let t = trained.as_mut();
+        #[cfg(not(feature = "train"))]
+        let t: Option<&mut eval::Encoder> = None;
+        match t {
+            Some(t) => t,
+            None => {
+                station_encoder = eval::Encoder { engine: make_engine(&contract)?, contract: (*contract).clone() };
+                &mut station_encoder
+            }
+        }
+    };
+    let r = eval::evaluate(source, &a.data, &params, &opts, &Progress::stderr())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

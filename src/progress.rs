@@ -32,7 +32,7 @@ impl Progress {
         let pb = if self.visible {
             let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             pb.set_style(
-                ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
                     .expect("valid template")
                     .progress_chars("=> "),
             );
@@ -59,6 +59,11 @@ impl Bar {
 
     pub fn set_position(&self, n: u64) {
         self.pb.set_position(n)
+    }
+
+    /// A short status after the bar (e.g. the current loss).
+    pub fn set_message(&self, msg: String) {
+        self.pb.set_message(msg)
     }
 
     pub fn finish(&self) {

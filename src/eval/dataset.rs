@@ -49,6 +49,26 @@ impl Category {
         k.dedup();
         k
     }
+
+    /// Few-shot split: moves the first `k` images (by name) of every defect
+    /// kind out of the test split and returns them, so that an image used
+    /// for training is never scored.
+    pub fn take_fewshot(&mut self, k: usize) -> Vec<TestImage> {
+        let mut taken = Vec::new();
+        for kind in self.kinds() {
+            let mut of_kind: Vec<usize> = (0..self.test.len()).filter(|&i| self.test[i].kind == kind).collect();
+            of_kind.sort_by(|&a, &b| self.test[a].path.cmp(&self.test[b].path));
+            of_kind.truncate(k);
+            taken.extend(of_kind);
+        }
+        taken.sort_unstable();
+        let mut out = Vec::with_capacity(taken.len());
+        for i in taken.into_iter().rev() {
+            out.push(self.test.remove(i));
+        }
+        out.reverse();
+        out
+    }
 }
 
 fn subdirs(p: &Path) -> Result<Vec<String>, DatasetError> {
@@ -96,4 +116,29 @@ fn load_category(root: &Path, name: &str) -> Result<Category, DatasetError> {
         }
     }
     Ok(Category { name: name.into(), train, test })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(kind: &str, name: &str) -> TestImage {
+        TestImage { path: PathBuf::from(format!("/d/test/{kind}/{name}.png")), kind: kind.into(), mask: (kind != "good").then(|| PathBuf::from("m.png")) }
+    }
+
+    #[test]
+    fn fewshot_moves_k_per_kind_and_leaves_the_rest() {
+        let mut c = Category {
+            name: "c".into(),
+            train: vec![],
+            test: vec![image("good", "000"), image("hole", "001"), image("hole", "000"), image("scratch", "000"), image("hole", "002"), image("good", "001")],
+        };
+        let few = c.take_fewshot(2);
+        let names: Vec<String> = few.iter().map(|t| format!("{}/{}", t.kind, t.path.file_stem().unwrap().to_string_lossy())).collect();
+        assert_eq!(names, ["hole/001", "hole/000", "scratch/000"]);
+        assert_eq!(c.test.len(), 3);
+        assert!(c.test.iter().all(|t| !few.iter().any(|f| f.path == t.path)), "no image is both trained on and scored");
+        assert_eq!(c.test.iter().filter(|t| t.kind == "hole").count(), 1);
+        assert_eq!(c.take_fewshot(0).len(), 0);
+    }
 }

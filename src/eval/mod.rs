@@ -37,6 +37,8 @@ pub enum EvalError {
     MaskSize { path: PathBuf, found: String, expected: String },
     #[error("{path}: cannot write the report: {source}")]
     Report { path: PathBuf, source: std::io::Error },
+    #[error("{category}: {reason}")]
+    Encoder { category: String, reason: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +97,8 @@ pub struct CategoryResult {
     pub per_kind: BTreeMap<String, KindResult>,
     pub train_images: usize,
     pub test_images: usize,
+    /// The encoder this category was scored with (sha256).
+    pub model_sha256: String,
     pub bank_rows: usize,
     pub enroll_seconds: f64,
     pub latency_ms: BTreeMap<String, Percentiles>,
@@ -125,6 +129,29 @@ pub struct EvalOptions {
     pub heatmaps_per_kind: usize,
     /// Region extraction for the heatmaps.
     pub scoring: ScoringConfig,
+    /// Defect images per kind moved out of the test split into a few-shot
+    /// training split (see [`Category::take_fewshot`]); 0 keeps the test split whole.
+    pub fewshot: usize,
+}
+
+/// An engine and the model it runs.
+pub struct Encoder {
+    pub engine: Box<dyn Engine>,
+    pub contract: Contract,
+}
+
+/// Supplies the encoder for each category: the station's own for all of
+/// them, or one trained for the category (`lineguard eval --train`).
+pub trait EncoderSource {
+    /// `fewshot` are the defect images moved out of the category's test split.
+    fn encoder(&mut self, cat: &Category, fewshot: &[dataset::TestImage], progress: &Progress) -> Result<&mut Encoder, EvalError>;
+}
+
+/// The same encoder for every category.
+impl EncoderSource for Encoder {
+    fn encoder(&mut self, _: &Category, _: &[dataset::TestImage], _: &Progress) -> Result<&mut Encoder, EvalError> {
+        Ok(self)
+    }
 }
 
 /// One scored test image, kept for the metrics.
@@ -134,8 +161,7 @@ struct Scored1 {
 }
 
 pub fn evaluate(
-    engine: &mut dyn Engine,
-    contract: &Contract,
+    source: &mut dyn EncoderSource,
     data: &Path,
     params: &EnrollParams,
     opts: &EvalOptions,
@@ -144,10 +170,23 @@ pub fn evaluate(
     let started = Instant::now();
     let cats = dataset::discover(data, &opts.categories)?;
     let mut results = BTreeMap::new();
-    for cat in &cats {
-        let r = evaluate_category(engine, contract, cat, params, opts, &progress.with_prefix(&cat.name))?;
+    let (mut engines, mut models) = (Vec::new(), Vec::new());
+    for mut cat in cats {
+        let fewshot = cat.take_fewshot(opts.fewshot);
+        let progress = progress.with_prefix(&cat.name);
+        let enc = source.encoder(&cat, &fewshot, &progress)?;
+        let r = evaluate_category(enc.engine.as_mut(), &enc.contract, &cat, params, opts, &progress)?;
+        engines.push(enc.engine.description());
+        models.push((enc.contract.path.display().to_string(), enc.contract.sha256.clone()));
         results.insert(cat.name.clone(), r);
     }
+    engines.dedup();
+    models.dedup();
+    // One model for all categories is named; trained ones are per category (see each category's model).
+    let (model, model_sha256) = match models.as_slice() {
+        [(m, h)] => (m.clone(), h.clone()),
+        _ => ("trained per category".to_owned(), String::new()),
+    };
     let mean = |f: &dyn Fn(&CategoryResult) -> Option<f64>| {
         let v: Vec<f64> = results.values().filter_map(f).collect();
         if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
@@ -156,9 +195,9 @@ pub fn evaluate(
         image_auroc_mean: mean(&|r| r.image_auroc),
         pixel_auroc_mean: mean(&|r| r.pixel_auroc),
         f1_mean: mean(&|r| Some(r.f1)),
-        engine: engine.description(),
-        model: contract.path.display().to_string(),
-        model_sha256: contract.sha256.clone(),
+        engine: engines.join("; "),
+        model,
+        model_sha256,
         taps: params.taps.clone(),
         categories: results,
         seconds: started.elapsed().as_secs_f64(),
@@ -182,7 +221,8 @@ fn load_mask(path: &Path, w: u32, h: u32) -> Result<Vec<bool>, EvalError> {
     Ok(f.data.chunks(step).map(|p| p[0] > 127).collect())
 }
 
-fn evaluate_category(
+/// Enrolls `cat`'s train split and scores its test split.
+pub fn evaluate_category(
     engine: &mut dyn Engine,
     contract: &Contract,
     cat: &Category,
@@ -263,6 +303,7 @@ fn evaluate_category(
         per_kind,
         train_images: cat.train.len(),
         test_images: cat.test.len(),
+        model_sha256: contract.sha256.clone(),
         bank_rows: bank.header.rows,
         enroll_seconds,
         latency_ms: stage_percentiles(&times),

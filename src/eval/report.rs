@@ -52,11 +52,11 @@ pub fn table(r: &EvalReport) -> String {
         );
     }
     let _ = writeln!(s, "{:<12} {:>9.4} {:>9.4} {:>6.3}", "mean", r.image_auroc_mean, r.pixel_auroc_mean, r.f1_mean);
-    let _ = writeln!(s, "engine: {}; model: {} ({}); {:.0} s", r.engine, r.model, &r.model_sha256[..12], r.seconds);
+    let _ = writeln!(s, "engine: {}; model: {} ({}); {:.0} s", r.engine, r.model, r.model_sha256.get(..12).unwrap_or("-"), r.seconds);
     s
 }
 
-fn ensure_font() -> Result<(), String> {
+pub(crate) fn ensure_font() -> Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let bytes = std::fs::read(FONT_PATH)

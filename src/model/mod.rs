@@ -8,6 +8,7 @@ pub mod contract;
 pub mod efficientnet;
 pub mod import;
 pub mod onnx_build;
+pub mod onnx_read;
 pub mod classify;
 pub mod pickle;
 

@@ -20,7 +20,7 @@ use super::GpuError;
 use super::context::GpuContext;
 use super::kernels::{ConvParams, DEPTHWISE_SPAN, DEPTHWISE_TILE, EltwiseParams, Kernels, PoolParams, ResizeParams, Step, div_up, flat_groups};
 use crate::model::Contract;
-use crate::model::onnx_build::FLOAT;
+use crate::model::onnx_read::{attr_f, attr_int, attr_ints, attr_s, tensor_f32};
 
 /// A planned tensor: its buffer (in the device's precision) and shape
 /// (channels, height, width).
@@ -56,38 +56,6 @@ impl EncoderPlan {
         super::write_padded(&ctx.queue, &self.input.buffer, 0, &ctx.precision.encode(input), &mut Vec::new());
         ctx.run(&self.steps.iter().collect::<Vec<_>>());
         self.taps.iter().map(|t| ctx.read_values(&t.buffer, t.len(), ctx.precision)).collect()
-    }
-}
-
-fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
-    n.attribute.iter().find(|a| a.name == name)
-}
-
-fn attr_ints(n: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(n, name).map(|a| a.ints.clone())
-}
-
-fn attr_int(n: &pb::NodeProto, name: &str, default: i64) -> i64 {
-    attr(n, name).map_or(default, |a| a.i)
-}
-
-fn attr_f(n: &pb::NodeProto, name: &str, default: f32) -> f32 {
-    attr(n, name).map_or(default, |a| a.f)
-}
-
-fn attr_s(n: &pb::NodeProto, name: &str) -> Option<String> {
-    attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
-}
-
-/// The values of a float32 initializer; `None` for any other type (whose
-/// bytes would otherwise be read as f32).
-fn tensor_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != FLOAT {
-        None
-    } else if !t.raw_data.is_empty() {
-        Some(t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
-    } else {
-        Some(t.float_data.clone())
     }
 }
 
