@@ -116,7 +116,7 @@ fn pretraining_lowers_the_loss_and_exports_a_contract_that_burn_and_tract_agree_
     let names = trained.output_names();
     for (tap, mine) in taps.iter().zip(&ours) {
         let k = names.iter().position(|n| n == tap).unwrap();
-        let theirs = outputs[k].to_array_view::<f32>().unwrap();
+        let theirs = outputs[k].to_plain_array_view::<f32>().unwrap();
         let theirs: Vec<f32> = theirs.iter().copied().collect();
         assert_eq!(theirs.len(), mine.len(), "{tap}: sizes");
         let scale = theirs.iter().map(|v| v.abs()).fold(0f32, f32::max);
@@ -202,7 +202,8 @@ fn cli_trains_with_defects_and_eval_fewshot_scores_only_untrained_images() {
         std::fs::copy(data.join(format!("brick/ground_truth/hole/{stem}_mask.png")), defects.join(format!("hole{i}_mask.png"))).unwrap();
     }
     let out = dir.path().join("station.onnx");
-    let args = ["train", "--config", config.to_str().unwrap(), "--images", good_dir().to_str().unwrap(), "--defects", defects.to_str().unwrap()];
+    let good = good_dir();
+    let args = ["train", "--config", config.to_str().unwrap(), "--images", good.to_str().unwrap(), "--defects", defects.to_str().unwrap()];
     let o = lineguard_cmd(&args).args(["--out", out.to_str().unwrap(), "--settings", settings.to_str().unwrap(), "--json"]).output().unwrap();
     assert_success(&o, "lineguard train");
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
