@@ -9,4 +9,4 @@ deploy/install-deps.sh
 LINEGUARD_WEIGHTS="$(deploy/fetch-weights.sh)"
 export LINEGUARD_WEIGHTS
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --features train "$@"

@@ -187,8 +187,9 @@ struct InspectArgs {
     images: Vec<PathBuf>,
 }
 
+/// A station and an MVTec-layout data set to evaluate it on.
 #[derive(Args)]
-struct EvalArgs {
+struct DataSet {
     #[command(flatten)]
     station: Station,
     /// MVTec-layout data set root.
@@ -197,6 +198,12 @@ struct EvalArgs {
     /// Comma-separated categories (default: all).
     #[arg(long, value_delimiter = ',')]
     categories: Vec<String>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    set: DataSet,
     /// Print a JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -396,11 +403,11 @@ fn inspect_command(a: InspectArgs) -> Result<ExitCode> {
 }
 
 fn eval_command(a: EvalArgs) -> Result<ExitCode> {
-    let (cfg, ov) = a.station.load()?;
+    let (cfg, ov) = a.set.station.load()?;
     let (contract, taps) = station::load_model(&cfg, &ov)?;
     let params = EnrollParams::from_config(&cfg, None);
     let opts = EvalOptions {
-        categories: a.categories,
+        categories: a.set.categories,
         report_dir: a.report.clone(),
         heatmaps_per_kind: a.heatmaps_per_kind,
         scoring: cfg.scoring.clone(),
@@ -423,7 +430,7 @@ fn eval_command(a: EvalArgs) -> Result<ExitCode> {
             }
         }
     };
-    let r = eval::evaluate(source, &a.data, &params, &opts, &Progress::stderr())?;
+    let r = eval::evaluate(source, &a.set.data, &params, &opts, &Progress::stderr())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

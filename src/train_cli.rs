@@ -15,7 +15,7 @@ use lineguard::station;
 use lineguard::train::compare::{CompareRequest, EngineFactory, TrainedEncoders, compare, markdown};
 use lineguard::train::{Objective, Stage, TrainConfig, TrainDevice, TrainRequest, list_defects, train};
 
-use super::Station;
+use super::{DataSet, Station};
 
 /// Settings shared by every way of training.
 #[derive(Args, Clone)]
@@ -122,13 +122,7 @@ struct TrainArgs {
 #[derive(Args)]
 struct CompareArgs {
     #[command(flatten)]
-    station: Station,
-    /// MVTec-layout data set root.
-    #[arg(long)]
-    data: PathBuf,
-    /// Comma-separated categories (default: all).
-    #[arg(long, value_delimiter = ',')]
-    categories: Vec<String>,
+    set: DataSet,
     /// Defect images per kind for the few-shot row (moved out of every row's test split).
     #[arg(long, default_value_t = 5)]
     fewshot: usize,
@@ -229,7 +223,7 @@ fn run_command(a: TrainArgs) -> Result<ExitCode> {
             );
         }
         if s.stopped_early {
-            println!("stopped at the time limit: the model holds what was trained by then");
+            println!("stopped at the limit (--max-minutes or --max-steps): the model holds what was trained by then; a rerun resumes");
         }
         println!("wrote {} (sha256 {}); loss curve {}", s.model.display(), s.model_sha256, s.loss_curve.display());
     }
@@ -237,14 +231,14 @@ fn run_command(a: TrainArgs) -> Result<ExitCode> {
 }
 
 fn compare_command(a: CompareArgs) -> Result<ExitCode> {
-    let (cfg, ov) = a.station.load()?;
+    let (cfg, ov) = a.set.station.load()?;
     let (contract, taps) = station::load_model(&cfg, &ov)?;
-    let make_engine = make_engine_for(&cfg, &a.station, &taps);
+    let make_engine = make_engine_for(&cfg, &a.set.station, &taps);
     let req = CompareRequest {
         base: (*contract).clone(),
         taps: cfg.model.taps.clone(),
-        data: a.data,
-        categories: a.categories,
+        data: a.set.data,
+        categories: a.set.categories,
         fewshot: a.fewshot,
         config: a.settings.config()?,
         work_dir: a.work_dir,

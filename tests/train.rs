@@ -142,6 +142,11 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     let s = train::train(request(&resumed, &work, tiny_config(1), stages), &Progress::hidden()).unwrap();
     assert!(!s.stopped_early);
     assert_eq!(s.resumed_from, Some(("pretrain".to_string(), 3)));
+    // Run once more: everything is done, the model is kept as it is.
+    let sha = Contract::load(&resumed).unwrap().sha256;
+    let again = train::train(request(&resumed, &work, tiny_config(1), vec![Stage::Pretrain, Stage::Finetune]), &Progress::hidden()).unwrap();
+    assert!(again.stages.is_empty());
+    assert_eq!(Contract::load(&resumed).unwrap().sha256, sha);
     let (a, b) = (weights(&straight), weights(&resumed));
     for (k, v) in &a {
         let err = v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);

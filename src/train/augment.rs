@@ -28,16 +28,19 @@ pub struct AugmentConfig {
 impl Default for AugmentConfig {
     fn default() -> Self {
         AugmentConfig {
-            crop_size: 128,
-            crop_scale: [0.3, 1.0],
+            // The station's input size: features are learnt at the scale they are scored at.
+            crop_size: 224,
+            crop_scale: [0.5, 1.0],
             crop_ratio: [0.75, 4.0 / 3.0],
             flip_p: 0.5,
-            jitter_p: 0.8,
+            // SimCLR's colour jitter and grayscale teach invariance to exactly what
+            // colour defects change: off by default (measured, README "Training").
+            jitter_p: 0.0,
             brightness: 0.4,
             contrast: 0.4,
             saturation: 0.4,
             hue: 0.1,
-            grayscale_p: 0.2,
+            grayscale_p: 0.0,
         }
     }
 }
@@ -273,7 +276,7 @@ mod tests {
 
     #[test]
     fn views_are_deterministic_under_the_seed_and_differ_across_streams() {
-        let cfg = AugmentConfig { crop_size: 32, ..Default::default() };
+        let cfg = AugmentConfig { crop_size: 32, jitter_p: 0.8, grayscale_p: 0.2, ..Default::default() };
         let img = image(64);
         let a = view(&cfg, &img, &mut rng_for(7, 3, 1, 0));
         let b = view(&cfg, &img, &mut rng_for(7, 3, 1, 0));

@@ -383,6 +383,19 @@ pub fn train(req: TrainRequest, progress: &Progress) -> Result<TrainSummary, Tra
         tracing::info!(checkpoint = %ckpt.display(), stage = %resume_at.as_ref().unwrap().0, step = resume_at.as_ref().unwrap().1, "resuming");
     }
     let resumed_from = resume_at.clone();
+    if let Some(done) = finished_model(&run, &stages_done) {
+        tracing::info!(model = %run.req.out.display(), "this run finished before: keeping its model");
+        return Ok(TrainSummary {
+            model: run.req.out.clone(),
+            model_sha256: done.sha256,
+            stages: vec![],
+            stopped_early: false,
+            resumed_from,
+            loss_curve: run.req.work_dir.join("loss.png"),
+            checkpoint: run.checkpoint_path(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
 
     let mut reports = Vec::new();
     let mut stopped_early = false;
@@ -479,6 +492,7 @@ pub fn train(req: TrainRequest, progress: &Progress) -> Result<TrainSummary, Tra
     let weights: Vec<(String, Vec<f32>)> =
         run.graph.params.iter().enumerate().filter(|(_, s)| s.trainable).map(|(i, s)| (s.name.clone(), values(&st.params[i]))).collect();
     let training = serde_json::json!({
+        "run_id": run.run_id,
         "base_model_sha256": run.req.base.sha256,
         "data_sha256": run.data_sha256,
         "good_images": run.good.len(),
@@ -502,6 +516,16 @@ pub fn train(req: TrainRequest, progress: &Progress) -> Result<TrainSummary, Tra
     };
     write_summary(&run.req.work_dir.join("train.json"), &summary)?;
     Ok(summary)
+}
+
+/// The model of this very run when its checkpoint has every stage done and
+/// the model file records the same run: a rerun then changes nothing.
+fn finished_model(run: &Run, stages_done: &[String]) -> Option<Contract> {
+    if !run.req.stages.iter().all(|s| stages_done.iter().any(|d| d == s.name())) {
+        return None;
+    }
+    let model = Contract::load(&run.req.out).ok()?;
+    (model.meta.provenance.get("training")?.get("run_id")?.as_str()? == run.run_id).then_some(model)
 }
 
 fn write_summary(path: &Path, s: &TrainSummary) -> Result<(), TrainError> {
