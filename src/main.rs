@@ -43,7 +43,7 @@ enum Command {
     Bench(BenchArgs),
     /// Adapt the encoder to the station: contrastive pretraining, fine-tuning, export to ONNX.
     #[cfg(feature = "train")]
-    Train(train_cli::TrainCmd),
+    Train(Box<train_cli::TrainCmd>),
     /// Run the station: capture, inspect, publish verdicts (the service).
     Run(RunArgs),
     /// Write generated parts of the simulated line as PNG files (demo, enrollment).
@@ -286,7 +286,7 @@ fn run(cmd: Command) -> Result<ExitCode> {
         Command::Eval(a) => eval_command(a),
         Command::Bench(a) => bench_command(a),
         #[cfg(feature = "train")]
-        Command::Train(a) => train_cli::train_command(a),
+        Command::Train(a) => train_cli::train_command(*a),
         Command::Run(a) => {
             let ov = Overrides { model: a.station.model.clone(), engine: a.station.engine, recipe: a.recipe.clone(), bank: None };
             lineguard::daemon::run(&a.station.config, ov, None)?;
@@ -338,6 +338,16 @@ fn print_contract(c: &Contract) {
         println!("classifier: {l}");
     }
     println!("weights sha256: {}\ngraph sha256: {}\nfile sha256: {}", m.weights_sha256, m.graph_sha256, c.sha256);
+    if let Some(t) = m.provenance.get("training") {
+        let text = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+        println!(
+            "trained from {} on {} good and {} defect images (data sha256 {}); every setting is in the metadata (provenance.training)",
+            text("base_model_sha256"),
+            t.get("good_images").unwrap_or(&serde_json::Value::Null),
+            t.get("defect_images").unwrap_or(&serde_json::Value::Null),
+            text("data_sha256")
+        );
+    }
 }
 
 fn enroll_command(a: EnrollArgs) -> Result<ExitCode> {

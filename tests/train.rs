@@ -216,6 +216,10 @@ fn cli_trains_with_defects_and_eval_fewshot_scores_only_untrained_images() {
     let trained = Contract::load(&out).unwrap();
     assert_eq!(trained.meta.provenance["training"]["defect_images"], 2);
     assert!(dir.path().join("station.onnx.train/loss.png").is_file());
+    let o = lineguard_cmd(&["model", "info", out.to_str().unwrap()]).output().unwrap();
+    assert_success(&o, "lineguard model info");
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(info.contains(&format!("trained from {} on 20 good and 2 defect images", Contract::load(&model()).unwrap().sha256)), "{info}");
 
     // A bad key in the settings is named.
     let bad = dir.path().join("bad.toml");

@@ -48,7 +48,7 @@ impl Default for AugmentConfig {
 impl AugmentConfig {
     pub fn check(&self) -> Result<(), String> {
         let unit = |v: f32| (0.0..=1.0).contains(&v);
-        if self.crop_size < 32 || self.crop_size % 32 != 0 {
+        if self.crop_size < 32 || !self.crop_size.is_multiple_of(32) {
             return Err(format!("augment.crop_size = {}: must be a multiple of 32, at least 32", self.crop_size));
         }
         if !(self.crop_scale[0] > 0.0 && self.crop_scale[0] <= self.crop_scale[1] && self.crop_scale[1] <= 1.0) {

@@ -150,7 +150,7 @@ impl TrainConfig {
             return bad("train.head_hidden, head_out, dense_pairs and checkpoint_every must be positive".into());
         }
         for (name, s) in [("pretrain", &self.pretrain), ("finetune", &self.finetune)] {
-            if !(s.lr > 0.0 && s.lr < 1.0) || !(0.0..1.0).contains(&s.warmup) {
+            if !(s.lr > 0.0 && s.lr < 1.0 && (0.0..1.0).contains(&s.warmup)) {
                 return bad(format!("train.{name}: lr {} must be within 0..1 and warmup {} within 0..1", s.lr, s.warmup));
             }
         }

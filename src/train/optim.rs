@@ -38,6 +38,7 @@ pub fn clip_factor(grads: &[Option<Tensor<1>>], max_norm: f32) -> (f32, f32) {
 impl AdamW {
     /// One update of `p` with gradient `g` (already clipped) at 1-based step `t`.
     /// Weight decay is decoupled and applies only where `decay` (weights, not biases).
+    #[allow(clippy::too_many_arguments)]
     pub fn update(&self, p: Tensor<1>, g: Tensor<1>, m: &mut Tensor<1>, v: &mut Tensor<1>, t: usize, lr: f32, decay: bool) -> Tensor<1> {
         *m = m.clone() * self.beta1 + g.clone() * (1.0 - self.beta1);
         *v = v.clone() * self.beta2 + g.powi_scalar(2) * (1.0 - self.beta2);

@@ -245,10 +245,8 @@ impl Run {
             if let Some(l2) = loss::l2_sp(&p[..n_enc], &anchor[..n_enc], &trainable[..n_enc]) {
                 total = total + l2 * cfg.anchor;
             }
-            if !self.defects.is_empty() {
-                if let Some(d) = self.defect_rows(sid, step, p) {
-                    total = total + loss::defect_margin(d, good_a, good_b, cfg.defect_margin) * cfg.defect_weight;
-                }
+            if let Some(d) = self.defect_rows(sid, step, p) {
+                total = total + loss::defect_margin(d, good_a, good_b, cfg.defect_margin) * cfg.defect_weight;
             }
         }
         total
@@ -258,6 +256,9 @@ impl Run {
     fn defect_rows(&self, sid: usize, step: usize, p: &[Tensor<1>]) -> Option<Tensor<2>> {
         let cfg = self.cfg();
         let n = self.defects.len();
+        if n == 0 {
+            return None;
+        }
         let ids: Vec<usize> = (0..cfg.defect_batch.min(n)).map(|j| (step * cfg.defect_batch + j) % n).collect();
         let views: Vec<View> = ids
             .par_iter()
@@ -327,7 +328,7 @@ pub fn train(req: TrainRequest, progress: &Progress) -> Result<TrainSummary, Tra
     let tap_specs = req.base.taps(&req.taps).map_err(|e| TrainError::Config(e.to_string()))?;
     let strides: Vec<usize> = tap_specs.iter().map(|t| t.stride).collect();
     let coarse = *strides.iter().max().unwrap_or(&1);
-    if req.config.augment.crop_size % coarse != 0 {
+    if !req.config.augment.crop_size.is_multiple_of(coarse) {
         return Err(TrainError::Config(format!("augment.crop_size {} is not a multiple of the taps' stride {coarse}", req.config.augment.crop_size)));
     }
     let channels: usize = tap_specs.iter().map(|t| t.channels).sum();
