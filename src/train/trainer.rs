@@ -150,9 +150,13 @@ impl Run {
         &self.req.config
     }
 
+    /// Good images per step: the configured batch, or all images when there are fewer.
+    fn batch_size(&self) -> usize {
+        self.cfg().batch.min(self.good.len())
+    }
+
     fn stage_steps(&self, stage: Stage) -> usize {
-        let batch = self.cfg().batch.min(self.good.len());
-        let per_epoch = (self.good.len() / batch).max(1);
+        let per_epoch = (self.good.len() / self.batch_size()).max(1);
         let epochs = match stage {
             Stage::Pretrain => self.cfg().pretrain.epochs,
             Stage::Finetune => self.cfg().finetune.epochs,
@@ -163,7 +167,7 @@ impl Run {
     /// Images of `step`: each epoch is its own seeded permutation.
     fn batch_indices(&self, stage_index: usize, step: usize) -> Vec<usize> {
         let n = self.good.len();
-        let batch = self.cfg().batch.min(n);
+        let batch = self.batch_size();
         let per_epoch = (n / batch).max(1);
         let (epoch, j) = (step / per_epoch, step % per_epoch);
         let mut perm: Vec<usize> = (0..n).collect();
@@ -216,10 +220,9 @@ impl Run {
             })
             .collect();
         let n_enc = self.graph.params.len();
-        let feats = grid_features(self.graph.forward(&p[..n_enc], self.input(&views)), &self.strides);
-        let [_, channels, grid, _] = feats.dims();
+        let (rows, grid) = self.cell_features(&views, p);
+        let [_, channels] = rows.dims();
         let cells = grid * grid;
-        let rows = feats.permute([0, 2, 3, 1]).reshape([2 * b * cells, channels]);
         let (mut ia, mut ib) = (Vec::new(), Vec::new());
         for k in 0..b {
             let mut rng = augment::rng_for(cfg.seed, sid, idx[k], 2);
@@ -241,8 +244,8 @@ impl Run {
             }
         };
         if stage == Stage::Finetune {
-            let trainable: Vec<bool> = self.specs.iter().map(|s| s.trainable).collect();
-            if let Some(l2) = loss::l2_sp(&p[..n_enc], &anchor[..n_enc], &trainable[..n_enc]) {
+            let trainable: Vec<bool> = self.graph.params.iter().map(|s| s.trainable).collect();
+            if let Some(l2) = loss::l2_sp(&p[..n_enc], &anchor[..n_enc], &trainable) {
                 total = total + l2 * cfg.anchor;
             }
             if let Some(d) = self.defect_rows(sid, step, p) {
@@ -250,6 +253,14 @@ impl Run {
             }
         }
         total
+    }
+
+    /// The encoder's tap features of `views` on one grid, a row per cell
+    /// (view-major, then row, column), and the grid's side.
+    fn cell_features(&self, views: &[View], p: &[Tensor<1>]) -> (Tensor<2>, usize) {
+        let feats = grid_features(self.graph.forward(&p[..self.graph.params.len()], self.input(views)), &self.strides);
+        let [n, channels, grid, _] = feats.dims();
+        (feats.permute([0, 2, 3, 1]).reshape([n * grid * grid, channels]), grid)
     }
 
     /// Features of the defect cells (more than half defect pixels) in this step's defect views.
@@ -264,9 +275,7 @@ impl Run {
             .par_iter()
             .map(|&i| augment::view(&cfg.augment, &self.defects[i], &mut augment::rng_for(cfg.seed, sid, 1 << 20 | i, 0)))
             .collect();
-        let n_enc = self.graph.params.len();
-        let feats = grid_features(self.graph.forward(&p[..n_enc], self.input(&views)), &self.strides);
-        let [_, channels, grid, _] = feats.dims();
+        let (rows, grid) = self.cell_features(&views, p);
         let s = cfg.augment.crop_size;
         let cell = s / grid;
         let mut picked = Vec::new();
@@ -284,7 +293,6 @@ impl Run {
         if picked.is_empty() {
             return None;
         }
-        let rows = feats.permute([0, 2, 3, 1]).reshape([views.len() * grid * grid, channels]);
         Some(rows.select(0, loss::indices(&picked, &self.device)))
     }
 
@@ -430,7 +438,7 @@ pub fn train(req: TrainRequest, progress: &Progress) -> Result<TrainSummary, Tra
         let bar = progress.bar(stage.name(), total as u64);
         bar.set_position(start as u64);
         let t0 = Instant::now();
-        let batch = run.cfg().batch.min(run.good.len());
+        let batch = run.batch_size();
         let mut step = start;
         let mut first = None;
         while step < total {
