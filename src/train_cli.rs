@@ -142,6 +142,9 @@ pub struct EvalTrainArgs {
     /// Train an encoder per category on its train split before scoring it (fine-tuning uses the --fewshot defect images).
     #[arg(long = "train", value_enum, value_delimiter = ',')]
     stages: Vec<Stage>,
+    /// Fine-tune on good images only, leaving the --fewshot defect images out of training (they stay out of the test split).
+    #[arg(long)]
+    train_without_defects: bool,
     /// Where per-category training keeps its models and checkpoints.
     #[arg(long, default_value = "lineguard-train")]
     train_work_dir: PathBuf,
@@ -164,7 +167,7 @@ pub fn trained_encoders<'a>(a: &EvalTrainArgs, cfg: &Config, base: &Contract, ma
         base: base.clone(),
         taps: cfg.model.taps.clone(),
         stages: a.stages.clone(),
-        use_defects: true,
+        use_defects: !a.train_without_defects,
         config: a.settings.config()?,
         work_dir: a.train_work_dir.clone(),
         device: a.settings.device,

@@ -247,4 +247,16 @@ fn cli_trains_with_defects_and_eval_fewshot_scores_only_untrained_images() {
     }
     assert_eq!(brick["model_sha256"], trained_on.sha256);
     assert!(brick["image_auroc"].as_f64().unwrap() > 0.5);
+
+    // --train-without-defects: the few-shot images stay out of the test split and out of training.
+    let o = lineguard_cmd(&["eval", "--config", config.to_str().unwrap(), "--data", data.to_str().unwrap(), "--categories", "brick", "--fewshot", "1", "--train", "finetune"])
+        .args(["--train-without-defects", "--json", "--train-work-dir", dir.path().join("evaltrain").to_str().unwrap(), "--settings", settings.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_success(&o, "lineguard eval --train-without-defects");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["categories"]["brick"]["test_images"], 5 + 3 * 2);
+    let good_only = Contract::load(&dir.path().join("evaltrain/brick/finetune-from-base-0defects/model.onnx")).unwrap();
+    assert_eq!(good_only.meta.provenance["training"]["defect_images"], 0);
+    assert_eq!(r["categories"]["brick"]["model_sha256"], good_only.sha256);
 }

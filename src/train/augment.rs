@@ -33,13 +33,14 @@ impl Default for AugmentConfig {
             crop_scale: [0.5, 1.0],
             crop_ratio: [0.75, 4.0 / 3.0],
             flip_p: 0.5,
-            // SimCLR's colour jitter and grayscale teach invariance to exactly what
+            // SimCLR's brightness and contrast jitter: lighting changes on a line.
+            // Its saturation, hue and grayscale teach invariance to exactly what
             // colour defects change: off by default (measured, README "Training").
-            jitter_p: 0.0,
+            jitter_p: 0.8,
             brightness: 0.4,
             contrast: 0.4,
-            saturation: 0.4,
-            hue: 0.1,
+            saturation: 0.0,
+            hue: 0.0,
             grayscale_p: 0.0,
         }
     }
