@@ -155,20 +155,24 @@ impl Run {
         self.cfg().batch.min(self.good.len())
     }
 
+    /// Steps per epoch; [`Run::batch_indices`] slices each epoch's permutation by it.
+    fn steps_per_epoch(&self) -> usize {
+        (self.good.len() / self.batch_size()).max(1)
+    }
+
     fn stage_steps(&self, stage: Stage) -> usize {
-        let per_epoch = (self.good.len() / self.batch_size()).max(1);
         let epochs = match stage {
             Stage::Pretrain => self.cfg().pretrain.epochs,
             Stage::Finetune => self.cfg().finetune.epochs,
         };
-        per_epoch * epochs
+        self.steps_per_epoch() * epochs
     }
 
     /// Images of `step`: each epoch is its own seeded permutation.
     fn batch_indices(&self, stage_index: usize, step: usize) -> Vec<usize> {
         let n = self.good.len();
         let batch = self.batch_size();
-        let per_epoch = (n / batch).max(1);
+        let per_epoch = self.steps_per_epoch();
         let (epoch, j) = (step / per_epoch, step % per_epoch);
         let mut perm: Vec<usize> = (0..n).collect();
         perm.shuffle(&mut ChaCha8Rng::seed_from_u64(self.cfg().seed ^ ((stage_index as u64) << 40) ^ epoch as u64));
