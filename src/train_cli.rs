@@ -243,6 +243,7 @@ fn compare_command(a: CompareArgs) -> Result<ExitCode> {
         data: a.set.data,
         categories: a.set.categories,
         fewshot: a.fewshot,
+        repeats: a.set.repeats.into(),
         config: a.settings.config()?,
         work_dir: a.work_dir,
         device: a.settings.device,

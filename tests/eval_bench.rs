@@ -41,6 +41,25 @@ fn eval_reports_auroc_per_category_and_kind_with_a_report() {
 }
 
 #[test]
+fn eval_repeats_enroll_with_consecutive_seeds_and_report_the_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &model(), "[enroll]\nseed = 5\n");
+    let out = lineguard_cmd(&["eval", "--json", "--repeats", "2", "--config"]).arg(&cfg).arg("--data").arg(dataset()).output().unwrap();
+    assert_success(&out, "eval --repeats 2");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let brick = &r["categories"]["brick"];
+    let repeats = brick["repeats"].as_array().unwrap_or_else(|| panic!("no repeats: {brick}"));
+    assert_eq!(repeats.iter().map(|x| x["enroll_seed"].as_u64().unwrap()).collect::<Vec<_>>(), vec![5, 6]);
+    for key in ["image_auroc", "pixel_auroc"] {
+        let mean = (repeats[0][key].as_f64().unwrap() + repeats[1][key].as_f64().unwrap()) / 2.0;
+        assert!((brick[key].as_f64().unwrap() - mean).abs() < 1e-9, "{key} is not the mean of the repeats: {brick}");
+    }
+    let out = lineguard_cmd(&["eval", "--repeats", "0", "--config"]).arg(&cfg).arg("--data").arg(dataset()).output().unwrap();
+    let err = expect_failure(&out);
+    assert!(err.contains("--repeats"), "{err}");
+}
+
+#[test]
 fn eval_on_a_folder_that_is_not_a_data_set_says_what_layout_it_wants() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &model(), "");

@@ -105,6 +105,75 @@ pub struct CategoryResult {
     pub images: Vec<ImageScore>,
     #[serde(skip)]
     pub roc: Vec<(f64, f64)>,
+    /// With [`EvalOptions::repeats`] above 1: every repeat's AUROC. The
+    /// AUROC fields above (per kind too) are then their means; the rest
+    /// (threshold, F1, images, latencies) is the first repeat's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<RepeatResult>,
+}
+
+/// One enrollment (and, for trained encoders, one training run) of a category.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepeatResult {
+    pub enroll_seed: u64,
+    pub model_sha256: String,
+    pub image_auroc: Option<f64>,
+    pub pixel_auroc: Option<f64>,
+}
+
+impl CategoryResult {
+    /// Lowest and highest image AUROC over the repeats (None without repeats).
+    pub fn image_auroc_range(&self) -> Option<(f64, f64)> {
+        range(self.repeats.iter().map(|r| r.image_auroc))
+    }
+
+    pub fn pixel_auroc_range(&self) -> Option<(f64, f64)> {
+        range(self.repeats.iter().map(|r| r.pixel_auroc))
+    }
+}
+
+fn range(v: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64)> {
+    v.flatten().fold(None, |acc, x| Some(acc.map_or((x, x), |(lo, hi): (f64, f64)| (lo.min(x), hi.max(x)))))
+}
+
+/// Mean of values that every repeat has (None when one lacks it: same test split, same answer).
+fn mean_of(v: &[Option<f64>]) -> Option<f64> {
+    let some: Vec<f64> = v.iter().flatten().copied().collect();
+    (some.len() == v.len() && !some.is_empty()).then(|| some.iter().sum::<f64>() / some.len() as f64)
+}
+
+/// One result from `runs` of the same category (the seeds in order): AUROC
+/// means, each run's AUROC in `repeats`, everything else from the first run.
+fn combine_repeats(runs: Vec<(u64, CategoryResult)>) -> CategoryResult {
+    let repeats: Vec<RepeatResult> = runs
+        .iter()
+        .map(|(seed, r)| RepeatResult { enroll_seed: *seed, model_sha256: r.model_sha256.clone(), image_auroc: r.image_auroc, pixel_auroc: r.pixel_auroc })
+        .collect();
+    let mut it = runs.into_iter().map(|(_, r)| r);
+    let mut first = it.next().expect("at least one run");
+    let rest: Vec<CategoryResult> = it.collect();
+    if rest.is_empty() {
+        return first;
+    }
+    let all = || std::iter::once(&first).chain(&rest);
+    let image: Vec<Option<f64>> = all().map(|r| r.image_auroc).collect();
+    let pixel: Vec<Option<f64>> = all().map(|r| r.pixel_auroc).collect();
+    let kinds: BTreeMap<String, (Option<f64>, Option<f64>)> = first
+        .per_kind
+        .keys()
+        .map(|k| {
+            let of = |f: &dyn Fn(&KindResult) -> Option<f64>| mean_of(&all().map(|r| r.per_kind.get(k).and_then(f)).collect::<Vec<_>>());
+            (k.clone(), (of(&|x| x.image_auroc), of(&|x| x.pixel_auroc)))
+        })
+        .collect();
+    for (k, (i, p)) in kinds {
+        let kr = first.per_kind.get_mut(&k).expect("kind from this map");
+        (kr.image_auroc, kr.pixel_auroc) = (i, p);
+    }
+    first.image_auroc = mean_of(&image);
+    first.pixel_auroc = mean_of(&pixel);
+    first.repeats = repeats;
+    first
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +201,9 @@ pub struct EvalOptions {
     /// Defect images per kind moved out of the test split into a few-shot
     /// training split (see [`Category::take_fewshot`]); 0 keeps the test split whole.
     pub fewshot: usize,
+    /// Enrollments per category, with seeds `enroll.seed`, +1, ...; for
+    /// trained encoders each repeat trains with its own seed too. 0 or 1: one.
+    pub repeats: usize,
 }
 
 /// An engine and the model it runs.
@@ -143,13 +215,14 @@ pub struct Encoder {
 /// Supplies the encoder for each category: the station's own for all of
 /// them, or one trained for the category (`lineguard eval --train`).
 pub trait EncoderSource {
-    /// `fewshot` are the defect images moved out of the category's test split.
-    fn encoder(&mut self, cat: &Category, fewshot: &[dataset::TestImage], progress: &Progress) -> Result<&mut Encoder, EvalError>;
+    /// `fewshot` are the defect images moved out of the category's test
+    /// split; `repeat` counts [`EvalOptions::repeats`] from 0.
+    fn encoder(&mut self, cat: &Category, fewshot: &[dataset::TestImage], repeat: usize, progress: &Progress) -> Result<&mut Encoder, EvalError>;
 }
 
 /// The same encoder for every category.
 impl EncoderSource for Encoder {
-    fn encoder(&mut self, _: &Category, _: &[dataset::TestImage], _: &Progress) -> Result<&mut Encoder, EvalError> {
+    fn encoder(&mut self, _: &Category, _: &[dataset::TestImage], _: usize, _: &Progress) -> Result<&mut Encoder, EvalError> {
         Ok(self)
     }
 }
@@ -173,12 +246,21 @@ pub fn evaluate(
     let (mut engines, mut models) = (Vec::new(), Vec::new());
     for mut cat in cats {
         let fewshot = cat.take_fewshot(opts.fewshot);
-        let progress = progress.with_prefix(&cat.name);
-        let enc = source.encoder(&cat, &fewshot, &progress)?;
-        let r = evaluate_category(enc.engine.as_mut(), &enc.contract, &cat, params, opts, &progress)?;
-        engines.push(enc.engine.description());
-        models.push((enc.contract.path.display().to_string(), enc.contract.sha256.clone()));
-        results.insert(cat.name.clone(), r);
+        let mut runs = Vec::new();
+        for repeat in 0..opts.repeats.max(1) {
+            let prefix = if opts.repeats > 1 { format!("{} {}/{}", cat.name, repeat + 1, opts.repeats) } else { cat.name.clone() };
+            let progress = progress.with_prefix(&prefix);
+            let mut params = params.clone();
+            params.enroll.seed += repeat as u64;
+            let enc = source.encoder(&cat, &fewshot, repeat, &progress)?;
+            // Heatmaps and the ROC plot are the first repeat's.
+            let opts = if repeat == 0 { opts.clone() } else { EvalOptions { report_dir: None, ..opts.clone() } };
+            let r = evaluate_category(enc.engine.as_mut(), &enc.contract, &cat, &params, &opts, &progress)?;
+            engines.push(enc.engine.description());
+            models.push((enc.contract.path.display().to_string(), enc.contract.sha256.clone()));
+            runs.push((params.enroll.seed, r));
+        }
+        results.insert(cat.name.clone(), combine_repeats(runs));
     }
     engines.dedup();
     models.dedup();
@@ -309,9 +391,70 @@ pub fn evaluate_category(
         latency_ms: stage_percentiles(&times),
         images: cat.test.iter().zip(&scores).map(|(t, &score)| ImageScore { path: t.path.clone(), kind: t.kind.clone(), score }).collect(),
         roc: roc_curve(&scores, &defective).unwrap_or_default(),
+        repeats: vec![],
     };
     if let Some(dir) = &opts.report_dir {
         report::write_category(dir, &cat.name, &result)?;
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(image: Option<f64>, pixel: f64, spot: f64, f1: f64) -> CategoryResult {
+        let kind = |a: f64| KindResult { images: 10, image_auroc: Some(a), pixel_auroc: Some(pixel) };
+        CategoryResult {
+            image_auroc: image,
+            pixel_auroc: Some(pixel),
+            f1,
+            precision: 1.0,
+            recall: 1.0,
+            false_reject_rate: 0.0,
+            threshold: 1.0,
+            calibration: crate::anomaly::Calibration { false_reject_rate: 0.0, margin: 0.0, samples: 4, quantile_score: 1.0, max_good_score: 1.0, mean_good_score: 0.5 },
+            confusion: Confusion::at(&[0.0, 2.0], &[false, true], 1.0),
+            per_kind: BTreeMap::from([("spot".to_owned(), kind(spot)), ("hole".to_owned(), kind(1.0))]),
+            train_images: 4,
+            test_images: 2,
+            model_sha256: format!("m{f1}"),
+            bank_rows: 8,
+            enroll_seconds: 0.1,
+            latency_ms: BTreeMap::new(),
+            images: vec![],
+            roc: vec![],
+            repeats: vec![],
+        }
+    }
+
+    #[test]
+    fn one_run_is_passed_through_unchanged() {
+        let r = combine_repeats(vec![(7, result(Some(0.9), 0.95, 0.8, 0.5))]);
+        assert_eq!(r.image_auroc, Some(0.9));
+        assert!(r.repeats.is_empty());
+        assert_eq!(r.image_auroc_range(), None);
+    }
+
+    #[test]
+    fn repeats_average_auroc_keep_the_first_run_details_and_record_each_seed() {
+        let runs = vec![(3, result(Some(0.90), 0.96, 0.70, 0.5)), (4, result(Some(0.96), 0.98, 0.88, 0.25)), (5, result(Some(0.93), 0.97, 0.82, 0.75))];
+        let r = combine_repeats(runs);
+        assert!((r.image_auroc.unwrap() - 0.93).abs() < 1e-12);
+        assert!((r.pixel_auroc.unwrap() - 0.97).abs() < 1e-12);
+        assert!((r.per_kind["spot"].image_auroc.unwrap() - 0.80).abs() < 1e-12);
+        assert_eq!(r.per_kind["hole"].image_auroc, Some(1.0));
+        assert_eq!(r.f1, 0.5, "F1 is the first run's");
+        assert_eq!(r.repeats.iter().map(|x| x.enroll_seed).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(r.repeats[1].model_sha256, "m0.25");
+        assert_eq!(r.image_auroc_range(), Some((0.90, 0.96)));
+        assert_eq!(r.pixel_auroc_range(), Some((0.96, 0.98)));
+    }
+
+    #[test]
+    fn a_missing_auroc_in_any_repeat_makes_the_mean_missing() {
+        let r = combine_repeats(vec![(0, result(None, 0.9, 0.8, 0.5)), (1, result(Some(0.9), 0.9, 0.8, 0.5))]);
+        assert_eq!(r.image_auroc, None);
+        assert_eq!(r.image_auroc_range(), Some((0.9, 0.9)));
+    }
 }

@@ -1,5 +1,5 @@
 //! Training inside an evaluation: an [`EncoderSource`] that trains an
-//! encoder per category on its train split (and its few-shot defect images),
+//! encoder per category and seed on its train split (and its few-shot defect images),
 //! and the comparison of the ImageNet encoder with the trained ones that the
 //! README's table comes from (`lineguard train compare`).
 
@@ -18,9 +18,10 @@ use crate::progress::Progress;
 
 pub type EngineFactory<'a> = &'a dyn Fn(&Contract) -> Result<Box<dyn Engine>, EngineError>;
 
-/// Trains per category: pretraining (kept in `work_dir/CATEGORY/pretrain`
+/// Trains per category: pretraining (kept in `work_dir/CATEGORY/seed-S/pretrain`
 /// and reused by every source that asks for it), then fine-tuning from the
 /// pretrained model, with the few-shot defect images when `use_defects`.
+/// Repeat `r` of an evaluation trains with seed `config.seed + r`.
 pub struct TrainedEncoders<'a> {
     pub base: Contract,
     pub taps: Vec<String>,
@@ -35,7 +36,7 @@ pub struct TrainedEncoders<'a> {
 }
 
 impl TrainedEncoders<'_> {
-    fn run(&self, cat: &Category, base: &Contract, stage: Stage, defects: Vec<DefectImage>, dir: &Path, progress: &Progress) -> Result<Contract, EvalError> {
+    fn run(&self, cat: &Category, base: &Contract, stage: Stage, config: &TrainConfig, defects: Vec<DefectImage>, dir: &Path, progress: &Progress) -> Result<Contract, EvalError> {
         let err = |reason: String| EvalError::Encoder { category: cat.name.clone(), reason };
         let out = dir.join("model.onnx");
         let req = TrainRequest {
@@ -45,7 +46,7 @@ impl TrainedEncoders<'_> {
             good: cat.train.clone(),
             defects,
             stages: vec![stage],
-            config: self.config.clone(),
+            config: config.clone(),
             out: out.clone(),
             work_dir: dir.to_path_buf(),
             max_minutes: self.max_minutes,
@@ -59,11 +60,12 @@ impl TrainedEncoders<'_> {
 }
 
 impl EncoderSource for TrainedEncoders<'_> {
-    fn encoder(&mut self, cat: &Category, fewshot: &[TestImage], progress: &Progress) -> Result<&mut Encoder, EvalError> {
-        let dir = self.work_dir.join(&cat.name);
+    fn encoder(&mut self, cat: &Category, fewshot: &[TestImage], repeat: usize, progress: &Progress) -> Result<&mut Encoder, EvalError> {
+        let config = TrainConfig { seed: self.config.seed + repeat as u64, ..self.config.clone() };
+        let dir = self.work_dir.join(&cat.name).join(format!("seed-{}", config.seed));
         let mut model = self.base.clone();
         if self.stages.contains(&Stage::Pretrain) {
-            model = self.run(cat, &model, Stage::Pretrain, vec![], &dir.join("pretrain"), progress)?;
+            model = self.run(cat, &model, Stage::Pretrain, &config, vec![], &dir.join("pretrain"), progress)?;
         }
         if self.stages.contains(&Stage::Finetune) {
             let defects: Vec<DefectImage> = if self.use_defects {
@@ -73,7 +75,7 @@ impl EncoderSource for TrainedEncoders<'_> {
             };
             let name = if self.stages.contains(&Stage::Pretrain) { "finetune" } else { "finetune-from-base" };
             let dir = dir.join(format!("{name}-{}defects", defects.len()));
-            model = self.run(cat, &model, Stage::Finetune, defects, &dir, progress)?;
+            model = self.run(cat, &model, Stage::Finetune, &config, defects, &dir, progress)?;
         }
         let engine = (self.make_engine)(&model).map_err(|e| EvalError::Engine { path: model.path.clone(), source: e })?;
         Ok(self.current.insert(Encoder { engine, contract: model }))
@@ -90,6 +92,7 @@ pub struct CompareRow {
 #[derive(Debug, Serialize)]
 pub struct Comparison {
     pub fewshot: usize,
+    pub repeats: usize,
     pub rows: Vec<CompareRow>,
 }
 
@@ -100,6 +103,8 @@ pub struct CompareRequest<'a> {
     pub categories: Vec<String>,
     /// Defect images per kind for the last row, moved out of every row's test split.
     pub fewshot: usize,
+    /// Each row is enrolled (and trained) this many times with consecutive seeds.
+    pub repeats: usize,
     pub config: TrainConfig,
     pub work_dir: PathBuf,
     pub device: TrainDevice,
@@ -111,7 +116,7 @@ pub struct CompareRequest<'a> {
 /// ImageNet vs pretrained vs fine-tuned without and with `fewshot` defect
 /// images per kind, every row scored on the same test images.
 pub fn compare(req: &CompareRequest, progress: &Progress) -> Result<Comparison, EvalError> {
-    let opts = EvalOptions { categories: req.categories.clone(), fewshot: req.fewshot, scoring: req.scoring.clone(), ..Default::default() };
+    let opts = EvalOptions { categories: req.categories.clone(), fewshot: req.fewshot, repeats: req.repeats, scoring: req.scoring.clone(), ..Default::default() };
     let trained = |stages: Vec<Stage>, use_defects: bool| TrainedEncoders {
         base: req.base.clone(),
         taps: req.taps.clone(),
@@ -142,11 +147,16 @@ pub fn compare(req: &CompareRequest, progress: &Progress) -> Result<Comparison, 
         let report = evaluate(&mut source, &req.data, &req.params, &opts, &progress.with_prefix(&name))?;
         rows.push(CompareRow { name, report });
     }
-    Ok(Comparison { fewshot: req.fewshot, rows })
+    Ok(Comparison { fewshot: req.fewshot, repeats: req.repeats.max(1), rows })
 }
 
-fn cell(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.4}"))
+/// A mean, with the repeats' range when there are several.
+fn cell(v: Option<f64>, range: Option<(f64, f64)>) -> String {
+    match (v, range) {
+        (None, _) => "-".into(),
+        (Some(v), Some((lo, hi))) => format!("{v:.4} ({lo:.3}-{hi:.3})"),
+        (Some(v), None) => format!("{v:.4}"),
+    }
 }
 
 /// The comparison as a Markdown table: a row per category, image and pixel
@@ -168,7 +178,9 @@ pub fn markdown(c: &Comparison) -> String {
         let _ = write!(s, "| {cat} |");
         for r in &c.rows {
             let res = r.report.categories.get(cat);
-            let _ = write!(s, " {} | {} |", cell(res.and_then(|x| x.image_auroc)), cell(res.and_then(|x| x.pixel_auroc)));
+            let image = cell(res.and_then(|x| x.image_auroc), res.and_then(|x| x.image_auroc_range()));
+            let pixel = cell(res.and_then(|x| x.pixel_auroc), res.and_then(|x| x.pixel_auroc_range()));
+            let _ = write!(s, " {image} | {pixel} |");
         }
         s.push('\n');
     }
@@ -179,5 +191,8 @@ pub fn markdown(c: &Comparison) -> String {
     s.push('\n');
     let per_cat: BTreeMap<&str, usize> = c.rows.first().map(|r| r.report.categories.iter().map(|(k, v)| (k.as_str(), v.test_images)).collect()).unwrap_or_default();
     let _ = writeln!(s, "\nTest images per category (after moving {} defect images per kind to the few-shot split): {:?}", c.fewshot, per_cat);
+    if c.repeats > 1 {
+        let _ = writeln!(s, "Each cell: the mean over {} repeats (enroll seeds, and training seeds for trained rows) and, in brackets, their lowest and highest.", c.repeats);
+    }
     s
 }
