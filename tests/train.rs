@@ -221,6 +221,14 @@ fn cli_trains_with_defects_and_eval_fewshot_scores_only_untrained_images() {
     let info = String::from_utf8_lossy(&o.stdout);
     assert!(info.contains(&format!("trained from {} on 20 good and 2 defect images", Contract::load(&model()).unwrap().sha256)), "{info}");
 
+    // Without defect images the default is pretraining only (what measured best).
+    let plain = dir.path().join("plain.onnx");
+    let o = lineguard_cmd(&args[..5]).args(["--out", plain.to_str().unwrap(), "--settings", settings.to_str().unwrap(), "--json"]).output().unwrap();
+    assert_success(&o, "lineguard train without --defects");
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stages: Vec<&str> = summary["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["pretrain"]);
+
     // A bad key in the settings is named.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[augment]\ncrop_sise = 64\n").unwrap();
@@ -239,7 +247,7 @@ fn cli_trains_with_defects_and_eval_fewshot_scores_only_untrained_images() {
     // 5 good + 3 per kind (3 kinds) in the tiny set, one per kind moved out.
     assert_eq!(brick["test_images"], 5 + 3 * 2);
     let scored: Vec<String> = brick["images"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap().to_owned()).collect();
-    let trained_on = Contract::load(&dir.path().join("evaltrain/brick/finetune-from-base-3defects/model.onnx")).unwrap();
+    let trained_on = Contract::load(&dir.path().join("evaltrain/brick/seed-0/finetune-from-base-3defects/model.onnx")).unwrap();
     assert_eq!(trained_on.meta.provenance["training"]["defect_images"], 3);
     for kind in ["hole", "scratch", "spot"] {
         let first = list_images(&data.join("brick/test").join(kind)).unwrap()[0].display().to_string();
@@ -256,7 +264,7 @@ fn cli_trains_with_defects_and_eval_fewshot_scores_only_untrained_images() {
     assert_success(&o, "lineguard eval --train-without-defects");
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["categories"]["brick"]["test_images"], 5 + 3 * 2);
-    let good_only = Contract::load(&dir.path().join("evaltrain/brick/finetune-from-base-0defects/model.onnx")).unwrap();
+    let good_only = Contract::load(&dir.path().join("evaltrain/brick/seed-0/finetune-from-base-0defects/model.onnx")).unwrap();
     assert_eq!(good_only.meta.provenance["training"]["defect_images"], 0);
     assert_eq!(r["categories"]["brick"]["model_sha256"], good_only.sha256);
 }

@@ -135,7 +135,7 @@ pub fn compare(req: &CompareRequest, progress: &Progress) -> Result<Comparison, 
     rows.push(CompareRow { name: "ImageNet".into(), report: evaluate(&mut imagenet, &req.data, &req.params, &opts, &progress.with_prefix("imagenet"))? });
     drop(imagenet);
     let variants = [
-        ("pretrained".to_owned(), vec![Stage::Pretrain], false),
+        ("pretrained (default)".to_owned(), vec![Stage::Pretrain], false),
         ("fine-tuned, 0 defects".to_owned(), vec![Stage::Pretrain, Stage::Finetune], false),
         (format!("fine-tuned, {} defects/kind", req.fewshot), vec![Stage::Pretrain, Stage::Finetune], true),
     ];

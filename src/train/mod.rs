@@ -1,6 +1,7 @@
 //! `lineguard train`: adapts the ImageNet encoder to a station's parts.
 //!
-//! Two stages, each optional: contrastive pretraining on the station's good
+//! Two stages, each optional (`lineguard train` runs the first alone unless
+//! given defect images: measured best): contrastive pretraining on the station's good
 //! images (SimCLR; dense, patch-level InfoNCE by default, whole-view NT-Xent
 //! on request), then fine-tuning with the same objective plus an L2-SP
 //! anchor to the pretrained weights (against forgetting and collapse) and,
