@@ -156,7 +156,7 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     // A checkpoint of another run (other settings) is refused, by name.
     let mut other = request(&resumed, &work, tiny_config(2), vec![Stage::Pretrain, Stage::Finetune]);
     other.config.seed = 9;
-    let e = train::train(other, &Progress::hidden()).err().expect("another run's checkpoint").to_string();
+    let e = train::train(other, &Progress::hidden()).expect_err("another run's checkpoint").to_string();
     assert!(e.contains("train.ckpt") && e.contains("--fresh"), "{e}");
 }
 

@@ -35,8 +35,16 @@ pub struct TrainedEncoders<'a> {
     pub current: Option<Encoder>,
 }
 
+/// One category and repeat: what its training stages share.
+struct CategoryJob<'c> {
+    cat: &'c Category,
+    config: TrainConfig,
+    progress: &'c Progress,
+}
+
 impl TrainedEncoders<'_> {
-    fn run(&self, cat: &Category, base: &Contract, stage: Stage, config: &TrainConfig, defects: Vec<DefectImage>, dir: &Path, progress: &Progress) -> Result<Contract, EvalError> {
+    fn run(&self, job: &CategoryJob, base: &Contract, stage: Stage, defects: Vec<DefectImage>, dir: &Path) -> Result<Contract, EvalError> {
+        let CategoryJob { cat, config, progress } = job;
         let err = |reason: String| EvalError::Encoder { category: cat.name.clone(), reason };
         let out = dir.join("model.onnx");
         let req = TrainRequest {
@@ -61,11 +69,11 @@ impl TrainedEncoders<'_> {
 
 impl EncoderSource for TrainedEncoders<'_> {
     fn encoder(&mut self, cat: &Category, fewshot: &[TestImage], repeat: usize, progress: &Progress) -> Result<&mut Encoder, EvalError> {
-        let config = TrainConfig { seed: self.config.seed + repeat as u64, ..self.config.clone() };
-        let dir = self.work_dir.join(&cat.name).join(format!("seed-{}", config.seed));
+        let job = CategoryJob { cat, config: TrainConfig { seed: self.config.seed + repeat as u64, ..self.config.clone() }, progress };
+        let dir = self.work_dir.join(&cat.name).join(format!("seed-{}", job.config.seed));
         let mut model = self.base.clone();
         if self.stages.contains(&Stage::Pretrain) {
-            model = self.run(cat, &model, Stage::Pretrain, &config, vec![], &dir.join("pretrain"), progress)?;
+            model = self.run(&job, &model, Stage::Pretrain, vec![], &dir.join("pretrain"))?;
         }
         if self.stages.contains(&Stage::Finetune) {
             let defects: Vec<DefectImage> = if self.use_defects {
@@ -75,7 +83,7 @@ impl EncoderSource for TrainedEncoders<'_> {
             };
             let name = if self.stages.contains(&Stage::Pretrain) { "finetune" } else { "finetune-from-base" };
             let dir = dir.join(format!("{name}-{}defects", defects.len()));
-            model = self.run(cat, &model, Stage::Finetune, &config, defects, &dir, progress)?;
+            model = self.run(&job, &model, Stage::Finetune, defects, &dir)?;
         }
         let engine = (self.make_engine)(&model).map_err(|e| EvalError::Engine { path: model.path.clone(), source: e })?;
         Ok(self.current.insert(Encoder { engine, contract: model }))
