@@ -38,8 +38,9 @@ pub struct Settings {
     /// Random seed, instead of the settings'.
     #[arg(long)]
     seed: Option<u64>,
-    /// Where training runs: cpu (burn's flex backend) or gpu (burn's wgpu backend, feature train-gpu).
-    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+    /// Where training runs: cpu (burn's flex backend), gpu (burn's wgpu backend, feature train-gpu), or
+    /// auto: the GPU when this build has train-gpu and a hardware GPU is present, else the CPU.
+    #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
     device: TrainDevice,
 }
 

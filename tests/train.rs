@@ -215,6 +215,8 @@ fn cli_trains_with_defects_and_eval_fewshot_scores_only_untrained_images() {
     assert_eq!(summary["stages"].as_array().unwrap().len(), 2);
     let trained = Contract::load(&out).unwrap();
     assert_eq!(trained.meta.provenance["training"]["defect_images"], 2);
+    // --device auto: this build has no train-gpu, so the CPU, and the provenance says which.
+    assert_eq!(trained.meta.provenance["training"]["device"], "cpu");
     assert!(dir.path().join("station.onnx.train/loss.png").is_file());
     let o = lineguard_cmd(&["model", "info", out.to_str().unwrap()]).output().unwrap();
     assert_success(&o, "lineguard model info");

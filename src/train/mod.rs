@@ -159,6 +159,16 @@ impl TrainConfig {
     }
 }
 
+#[cfg(feature = "gpu")]
+fn hardware_gpu() -> bool {
+    crate::engine::gpu::context::list_adapters().iter().any(|a| a.hardware)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn hardware_gpu() -> bool {
+    false
+}
+
 /// The stages of a run, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -179,22 +189,49 @@ impl Stage {
 /// Where training runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TrainDevice {
+    /// The box's GPU when this build trains on GPUs (`train-gpu`) and wgpu
+    /// sees a hardware GPU; otherwise the CPU (a software Vulkan such as
+    /// lavapipe would train slower than burn's CPU backend).
     #[default]
+    Auto,
     Cpu,
     /// burn's wgpu backend (needs the `train-gpu` feature).
     Gpu,
 }
 
 impl TrainDevice {
-    pub fn burn_device(self) -> Result<burn::tensor::Device, TrainError> {
+    /// `Auto` made concrete; the others as they are.
+    pub fn resolve(self) -> TrainDevice {
         match self {
-            TrainDevice::Cpu => Ok(burn::tensor::Device::flex()),
+            TrainDevice::Auto if cfg!(feature = "train-gpu") && hardware_gpu() => TrainDevice::Gpu,
+            TrainDevice::Auto => TrainDevice::Cpu,
+            other => other,
+        }
+    }
+
+    pub fn burn_device(self) -> Result<burn::tensor::Device, TrainError> {
+        match self.resolve() {
+            TrainDevice::Auto | TrainDevice::Cpu => Ok(burn::tensor::Device::flex()),
             #[cfg(feature = "train-gpu")]
             TrainDevice::Gpu => Ok(burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
             #[cfg(not(feature = "train-gpu"))]
             TrainDevice::Gpu => Err(TrainError::Config(
                 "this lineguard was built without GPU training: rebuild with `cargo build --release --features train-gpu`, or use --device cpu".into(),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_device_stays_and_auto_picks_the_cpu_without_train_gpu() {
+        assert_eq!(TrainDevice::Cpu.resolve(), TrainDevice::Cpu);
+        assert_eq!(TrainDevice::Gpu.resolve(), TrainDevice::Gpu);
+        if !cfg!(feature = "train-gpu") {
+            assert_eq!(TrainDevice::Auto.resolve(), TrainDevice::Cpu);
         }
     }
 }

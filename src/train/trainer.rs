@@ -335,7 +335,9 @@ pub fn train(req: TrainRequest, progress: &Progress) -> Result<TrainSummary, Tra
     if !req.defects.is_empty() && !req.stages.contains(&Stage::Finetune) {
         return Err(TrainError::Config("defect images are used by fine-tuning: add the finetune stage".into()));
     }
-    let device = req.device.burn_device()?;
+    let device_kind = req.device.resolve();
+    let device = device_kind.burn_device()?;
+    tracing::info!(device = ?device_kind, "training device");
     let graph = EncoderGraph::from_contract(&req.base, &req.taps, req.config.freeze_blocks)?;
     let tap_specs = req.base.taps(&req.taps).map_err(|e| TrainError::Config(e.to_string()))?;
     let strides: Vec<usize> = tap_specs.iter().map(|t| t.stride).collect();
@@ -514,7 +516,7 @@ pub fn train(req: TrainRequest, progress: &Progress) -> Result<TrainSummary, Tra
         "stopped_early": stopped_early,
         "taps": run.req.taps,
         "settings": run.req.config,
-        "device": format!("{:?}", run.req.device).to_lowercase(),
+        "device": format!("{device_kind:?}").to_lowercase(),
     });
     let model = super::export::export(&run.req.base, &weights, training, &run.req.out)?;
     let summary = TrainSummary {
