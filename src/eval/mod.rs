@@ -130,6 +130,11 @@ impl CategoryResult {
     pub fn pixel_auroc_range(&self) -> Option<(f64, f64)> {
         range(self.repeats.iter().map(|r| r.pixel_auroc))
     }
+
+    /// The image AUROC of `roc` (the first repeat's curve), for labelling it.
+    pub fn roc_auroc(&self) -> Option<f64> {
+        self.repeats.first().map_or(self.image_auroc, |r| r.image_auroc)
+    }
 }
 
 fn range(v: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64)> {
@@ -448,6 +453,7 @@ mod tests {
         assert_eq!(r.repeats.iter().map(|x| x.enroll_seed).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(r.repeats[1].model_sha256, "m0.25");
         assert_eq!(r.image_auroc_range(), Some((0.90, 0.96)));
+        assert_eq!(r.roc_auroc(), Some(0.90), "the ROC curve is the first run's");
         assert_eq!(r.pixel_auroc_range(), Some((0.96, 0.98)));
     }
 

@@ -131,7 +131,7 @@ pub fn write_summary(dir: &Path, r: &EvalReport) -> Result<(), EvalError> {
     let text = serde_json::to_vec_pretty(r).map_err(|e| report_err(&json, e))?;
     write_atomic(&json, &text).map_err(|source| EvalError::Report { path: json.clone(), source })?;
     let curves: Vec<(String, &[(f64, f64)], Option<f64>)> =
-        r.categories.iter().map(|(n, c)| (n.clone(), c.roc.as_slice(), c.image_auroc)).collect();
+        r.categories.iter().map(|(n, c)| (n.clone(), c.roc.as_slice(), c.roc_auroc())).collect();
     roc_plot(&dir.join("roc.png"), "image-level ROC per category", &curves)
 }
 
