@@ -161,8 +161,6 @@ fn combine_repeats(runs: Vec<(u64, CategoryResult)>) -> CategoryResult {
         return first;
     }
     let all = || std::iter::once(&first).chain(&rest);
-    let image: Vec<Option<f64>> = all().map(|r| r.image_auroc).collect();
-    let pixel: Vec<Option<f64>> = all().map(|r| r.pixel_auroc).collect();
     let kinds: BTreeMap<String, (Option<f64>, Option<f64>)> = first
         .per_kind
         .keys()
@@ -175,8 +173,8 @@ fn combine_repeats(runs: Vec<(u64, CategoryResult)>) -> CategoryResult {
         let kr = first.per_kind.get_mut(&k).expect("kind from this map");
         (kr.image_auroc, kr.pixel_auroc) = (i, p);
     }
-    first.image_auroc = mean_of(&image);
-    first.pixel_auroc = mean_of(&pixel);
+    first.image_auroc = mean_of(&repeats.iter().map(|r| r.image_auroc).collect::<Vec<_>>());
+    first.pixel_auroc = mean_of(&repeats.iter().map(|r| r.pixel_auroc).collect::<Vec<_>>());
     first.repeats = repeats;
     first
 }

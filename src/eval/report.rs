@@ -52,12 +52,12 @@ pub fn table(r: &EvalReport) -> String {
         );
     }
     let _ = writeln!(s, "{:<12} {:>9.4} {:>9.4} {:>6.3}", "mean", r.image_auroc_mean, r.pixel_auroc_mean, r.f1_mean);
-    let ranges: Vec<String> = r
-        .categories
-        .iter()
-        .filter_map(|(name, c)| c.image_auroc_range().map(|(lo, hi)| format!("{name} {lo:.3}-{hi:.3}")))
-        .collect();
     if let Some(n) = r.categories.values().map(|c| c.repeats.len()).max().filter(|&n| n > 1) {
+        let ranges: Vec<String> = r
+            .categories
+            .iter()
+            .filter_map(|(name, c)| c.image_auroc_range().map(|(lo, hi)| format!("{name} {lo:.3}-{hi:.3}")))
+            .collect();
         let _ = writeln!(s, "AUROC: means over {n} repeats (F1 and latencies: the first); image AUROC range: {}", ranges.join(", "));
     }
     let _ = writeln!(s, "engine: {}; model: {} ({}); {:.0} s", r.engine, r.model, r.model_sha256.get(..12).unwrap_or("-"), r.seconds);

@@ -159,16 +159,6 @@ impl TrainConfig {
     }
 }
 
-#[cfg(feature = "gpu")]
-fn hardware_gpu() -> bool {
-    crate::engine::gpu::context::list_adapters().iter().any(|a| a.hardware)
-}
-
-#[cfg(not(feature = "gpu"))]
-fn hardware_gpu() -> bool {
-    false
-}
-
 /// The stages of a run, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -220,6 +210,16 @@ impl TrainDevice {
             )),
         }
     }
+}
+
+#[cfg(feature = "gpu")]
+fn hardware_gpu() -> bool {
+    crate::engine::gpu::context::list_adapters().iter().any(|a| a.hardware)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn hardware_gpu() -> bool {
+    false
 }
 
 #[cfg(test)]
